@@ -1,0 +1,1 @@
+"""tap-events: a Singer tap for SaaS event streams."""

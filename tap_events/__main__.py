@@ -1,0 +1,3 @@
+from tap_events.tap import TapEvents
+
+TapEvents.cli()

@@ -1,0 +1,297 @@
+"""The shared base of every HTTP event stream: settings, timeouts, retries, errors, state.
+
+Each API module subclasses `EventStream` once for its API (auth, error-body format, paging)
+and then once per endpoint. Behaviour is layered on the SDK's public hooks
+(`validate_response`, `backoff_*`, `post_process`, `sync`); the one private SDK call is
+`_write_state_message` in `checkpoint()` (see there), guarded by tests/test_sdk_contract.py.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+import typing as t
+from collections import OrderedDict
+from http import HTTPStatus
+
+import orjson
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+
+from tap_events.redact import redact
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context
+
+    from tap_events.source import Source
+
+#: Longest wait honoured for one Retry-After / X-RateLimit-Reset unless configured otherwise.
+DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
+
+
+class TapEventsError(FatalAPIError):
+    """A failure explained in one line: API, stream, HTTP status, the API's words, what to check.
+
+    Raised instead of a bare traceback; the tap prints `str(error)` and exits non-zero.
+    """
+
+
+class EventStream(RESTStream):
+    """Base class for one endpoint of one API."""
+
+    #: Set by `Source.__post_init__` for every stream the source lists.
+    source: t.ClassVar[Source]
+
+    #: What to check for an HTTP status, per API: {401: "check box.access_token"}.
+    error_hints: t.ClassVar[t.Mapping[int, str]] = {}
+
+    #: Events remembered per run to drop the repeats at-least-once feeds send. Bounded so
+    #: memory stays flat however long the run; repeats arrive close together.
+    DEDUPE_WINDOW = 50_000
+
+    # ``(connect, read)`` seconds: a dead socket is noticed within a minute, not the SDK's 300 s.
+    timeout = (10, 60)
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seen_ids: OrderedDict[str, None] = OrderedDict()
+        self._pages_done = 0
+
+    # ----------------------------------------------------------------- settings
+
+    @property
+    def settings(self) -> dict[str, t.Any]:
+        """This stream's API settings (`config[source.name]` with defaults)."""
+        return self.source.settings(self.config)
+
+    @property
+    def url_base(self) -> str:
+        return str(self.settings["api_url"]).rstrip("/")
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value this run knows of, for redaction."""
+        return getattr(self._tap, "secret_values", [])
+
+    def shared(self, key: str, factory: t.Callable[[], t.Any]) -> t.Any:
+        """One object per API per run (a token, a session) shared by that API's streams."""
+        resources = self._tap.__dict__.setdefault("shared_resources", {})
+        full_key = (self.source.name, key)
+        if full_key not in resources:
+            resources[full_key] = factory()
+        return resources[full_key]
+
+    # ----------------------------------------------------------------- sync
+
+    def sync(self, context: Context | None = None) -> None:
+        """Skip an API without credentials; report a failure in one line and go on.
+
+        The tap exits non-zero at the end when any stream failed (`TapEvents.sync_all`).
+        """
+        if not self.source.is_configured(self.config):
+            self.logger.info(
+                "Skipping stream '%s': %s is not configured (set %s).",
+                self.name,
+                self.source.label,
+                self.source.credentials_hint(),
+            )
+            return
+        try:
+            super().sync(context)
+        except Exception as error:
+            message = self.describe_failure(error)
+            self.logger.error("%s", message)
+            self.logger.debug("Traceback for '%s'", self.name, exc_info=True)
+            self._tap.record_failure(self.name, message)
+
+    def describe_failure(self, error: BaseException) -> str:
+        """One line for a failure; stack traces only with --log-level debug."""
+        if isinstance(error, TapEventsError):
+            return redact(str(error), self.secrets)
+        if isinstance(error, requests.exceptions.RequestException):
+            text = f"{type(error).__name__}: {error}"
+            return redact(
+                f"{self.source.label} stream '{self.name}' failed after retries: {text} "
+                f"(check {self.source.name}.api_url and the network)",
+                self.secrets,
+            )
+        text = f"{type(error).__name__}: {error}"
+        return redact(f"{self.source.label} stream '{self.name}' failed: {text}", self.secrets)
+
+    def checkpoint(self) -> None:
+        """Emit STATE now, so a run killed later resumes from here.
+
+        Called between pages, when every record of the previous page has been written and
+        counted into the bookmark. The SDK emits STATE only every STATE_MSG_FREQUENCY records
+        and has no public hook for "now"; `_write_state_message` is the method it calls itself
+        for that (it writes only when the state changed). Pinned by singer-sdk <0.55.
+        """
+        self._write_state_message()
+
+    # ----------------------------------------------------------------- responses
+
+    def parse_response(self, response: requests.Response) -> t.Iterable[dict]:
+        """Checkpoint the previous page, then hand this page's decoded body to the API module.
+
+        When the SDK asks for page N+1 every record of page N has been written and counted
+        into the bookmark, so this is the moment a STATE is a safe resume point.
+        """
+        if self._pages_done:
+            self.checkpoint()
+        self._pages_done += 1
+        yield from self.parse_page(response.decoded, response)  # type: ignore[attr-defined]
+
+    def parse_page(self, body: t.Any, response: requests.Response) -> t.Iterable[dict]:
+        """The records of one decoded page, in API order."""
+        raise NotImplementedError
+
+    def validate_response(self, response: requests.Response) -> None:
+        """Classify a response and decode its JSON body once (inside the retry loop).
+
+        A truncated or garbled 200 body is retried like a dropped connection; after the
+        last try it becomes a one-line error naming the stream.
+        """
+        status = response.status_code
+        if status == HTTPStatus.UNAUTHORIZED and self.retry_after_refresh(response):
+            raise RetriableAPIError(self.error_message(response), response)
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            raise RetriableAPIError(self.error_message(response), response)
+        if status >= HTTPStatus.BAD_REQUEST:
+            raise TapEventsError(self.error_message(response), response)
+        if self.expects_json:
+            try:
+                response.decoded = self.decode(response.content)  # type: ignore[attr-defined]
+            except ValueError as error:
+                raise RetriableAPIError(
+                    f"{self.source.label} stream '{self.name}': HTTP {status} with a body that "
+                    f"is not valid JSON ({error}); {len(response.content)} bytes received",
+                    response,
+                ) from error
+
+    #: False for streaming bodies (SSE), which must not be read up front.
+    expects_json: t.ClassVar[bool] = True
+
+    @staticmethod
+    def decode(body: bytes) -> t.Any:
+        """Decode JSON with orjson; the stdlib takes what orjson refuses (ints over 64 bits)."""
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return json.loads(body)
+
+    def retry_after_refresh(self, response: requests.Response) -> bool:
+        """Whether a 401 deserves one retry with a fresh token (OAuth streams override)."""
+        return False
+
+    def api_error_text(self, response: requests.Response) -> str:
+        """The API's own words for an error response; API modules refine this."""
+        try:
+            body = orjson.loads(response.content)
+        except ValueError:
+            return response.text[:200].strip()
+        if isinstance(body, dict):
+            for key in ("message", "title", "error_description", "error", "detail"):
+                if body.get(key):
+                    return str(body[key])
+        return response.text[:200].strip()
+
+    def error_message(self, response: requests.Response) -> str:
+        status = response.status_code
+        reason = response.reason or ""
+        hint = self.error_hint(status)
+        text = self.api_error_text(response)
+        message = (
+            f"{self.source.label} stream '{self.name}': HTTP {status} {reason}"
+            + (f": {text}" if text else "")
+            + (f" ({hint})" if hint else "")
+        )
+        return redact(message.replace("\n", " "), self.secrets)
+
+    def error_hint(self, status: int) -> str:
+        hint = self.error_hints.get(status)
+        if hint:
+            return hint
+        if status == HTTPStatus.NOT_FOUND:
+            return f"check {self.source.name}.api_url"
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            return "rate limited; retried until max_retry_wait_seconds or the retry budget ran out"
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            return "the API failed; retried with back-off"
+        return ""
+
+    # ----------------------------------------------------------------- retries
+
+    def backoff_max_tries(self) -> int:
+        return int(self.config.get("max_retries", 6))
+
+    def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
+        """Per request: python-backoff primes the generator, then sends each exception."""
+        attempt = 0
+        error = yield  # type: ignore[misc]
+        while True:
+            attempt += 1
+            error = yield self.retry_wait(error, attempt)
+
+    def retry_wait(self, error: Exception, attempt: int) -> float:
+        """Seconds to wait before the next try: what the API asked for, else back-off."""
+        cap = float(self.config.get("max_retry_wait_seconds", DEFAULT_MAX_RETRY_WAIT_SECONDS))
+        response = getattr(error, "response", None)
+        asked = retry_after_seconds(response) if response is not None else None
+        if asked is not None:
+            if asked > cap:
+                raise TapEventsError(
+                    f"{self.source.label} stream '{self.name}': the API asked to wait "
+                    f"{asked:.0f} s, more than max_retry_wait_seconds={cap:.0f}",
+                    response,
+                ) from error
+            return asked
+        return min(cap, float(2 ** (attempt - 1)))
+
+    def backoff_handler(self, details: t.Mapping[str, t.Any]) -> None:
+        error = details.get("exception")
+        what = str(error) if isinstance(error, RetriableAPIError) else type(error).__name__
+        self.logger.warning(
+            "%s: retry %d in %.1f s after %s",
+            self.name,
+            details.get("tries", 0),
+            details.get("wait", 0.0),
+            redact(what, self.secrets),
+        )
+
+    # ----------------------------------------------------------------- records
+
+    def seen_before(self, event_id: str) -> bool:
+        """True for an id already emitted in this run (bounded window, oldest forgotten)."""
+        if event_id in self._seen_ids:
+            return True
+        self._seen_ids[event_id] = None
+        if len(self._seen_ids) > self.DEDUPE_WINDOW:
+            self._seen_ids.popitem(last=False)
+        return False
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """`Retry-After` (seconds or HTTP date) or `X-RateLimit-Reset` (epoch or seconds)."""
+    headers = response.headers
+    value = headers.get("Retry-After")
+    if value:
+        value = value.strip()
+        if value.replace(".", "", 1).isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    reset = headers.get("X-RateLimit-Reset")
+    if reset and reset.replace(".", "", 1).isdigit():
+        number = float(reset)
+        # Epoch seconds are large; small numbers are a delay.
+        return max(0.0, number - time.time()) if number > 1e9 else number
+    return None
+
+
+logging.getLogger("backoff").setLevel(logging.ERROR)

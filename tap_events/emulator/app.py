@@ -1,0 +1,177 @@
+"""The emulator's HTTP server: every API under `/<api>/`, faults, latency, a control API.
+
+Control endpoints (JSON), used by tests, the demo and the benchmarks:
+- `POST /_emulator/<api>/events` `{"count": N, ...}`: append N new events;
+- `GET /_emulator/<api>/stats`: event count and the recent request log;
+- `POST /_emulator/faults` `{"api", "path"?, "kind", "times", ...}`: queue a fault for the
+  next matching requests. Kinds: `status` (answer `status` with `headers`/`body`, e.g. 429 with
+  Retry-After), `slow` (wait `delay` seconds, then answer normally), `drop` (send half the
+  body, then close the connection), `truncate` (a complete 200 whose JSON is cut short);
+- `DELETE /_emulator/faults`: clear them.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+import orjson
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from tap_events.emulator.base import EmulatedAPI, json_response
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+@dataclass
+class Fault:
+    api: str
+    kind: str
+    times: int = 1
+    path: str = ""
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    body: t.Any = None
+    delay: float = 0.0
+    #: Let this many matching requests through untouched before the fault fires.
+    after: int = 0
+
+    def matches(self, api: str, path: str) -> bool:
+        return self.api == api and path.startswith(self.path)
+
+
+class EmulatorApp:
+    """A WSGI application serving a set of emulated APIs."""
+
+    def __init__(self, apis: Iterable[EmulatedAPI], latency_ms: float = 0.0) -> None:
+        self.apis = {api.name: api for api in apis}
+        self.latency = latency_ms / 1000.0
+        self.faults: list[Fault] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: t.Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        response = self.dispatch(request)
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        parts = request.path.strip("/").split("/", 1)
+        head, rest = parts[0], "/" + (parts[1] if len(parts) > 1 else "")
+        if head == "_emulator":
+            return self.control(request, rest)
+        api = self.apis.get(head)
+        if api is None:
+            return json_response({"message": f"no emulated API at /{head}"}, 404)
+        fault = self.take_fault(head, rest)
+        if fault and fault.kind == "status":
+            body = fault.body if fault.body is not None else {"message": "injected fault"}
+            return json_response(body, fault.status, fault.headers)
+        if fault and fault.kind == "slow":
+            time.sleep(fault.delay)
+        if self.latency:
+            time.sleep(self.latency)
+        response = api.handle(request, rest)
+        if fault and fault.kind == "drop":
+            return self.dropped(request, response)
+        if fault and fault.kind == "truncate":
+            data = response.get_data()
+            response.set_data(data[: max(1, len(data) // 2)])
+        return response
+
+    @staticmethod
+    def dropped(request: Request, response: Response) -> Response:
+        """Announce the whole body, send half of it, then close the socket."""
+        data = response.get_data()
+        sock: socket.socket | None = request.environ.get("werkzeug.socket")
+
+        def body() -> Iterable[bytes]:
+            yield data[: len(data) // 2]
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+
+        dropped = Response(body(), status=response.status_code, headers=dict(response.headers))
+        dropped.headers["Content-Length"] = str(len(data))
+        return dropped
+
+    def take_fault(self, api: str, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(api, path):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    return fault
+        return None
+
+    def control(self, request: Request, path: str) -> Response:
+        body = orjson.loads(request.get_data() or b"{}")
+        if path == "/faults":
+            with self.lock:
+                if request.method == "DELETE":
+                    self.faults.clear()
+                else:
+                    self.faults.append(Fault(**body))
+            return json_response({"faults": len(self.faults)})
+        _, api_name, action = (path.split("/") + ["", ""])[:3]
+        api = self.apis.get(api_name)
+        if api is None:
+            return json_response({"message": f"unknown API {api_name!r}"}, 404)
+        if action == "events" and request.method == "POST":
+            return json_response(api.add_events(**body))
+        if action == "stats":
+            return json_response(api.stats())
+        return json_response({"message": f"unknown control path {path}"}, 404)
+
+
+class EmulatorServer:
+    """The emulator on 127.0.0.1 in a background thread (tests) or the foreground (CLI)."""
+
+    def __init__(self, app: EmulatorApp, host: str = "127.0.0.1", port: int = 0) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.app = app
+        self.server = make_server(host, port, app, threaded=True)
+        self.server.daemon_threads = True
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def api_url(self, api: str, suffix: str = "") -> str:
+        return f"{self.url}/{api}{suffix}"
+
+    def start(self) -> EmulatorServer:
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.server.serve_forever()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # Conveniences for in-process callers (tests); the HTTP control API does the same.
+    def add_events(self, api: str, count: int, **options: t.Any) -> dict[str, t.Any]:
+        return self.app.apis[api].add_events(count, **options)
+
+    def inject(self, api: str, kind: str, **options: t.Any) -> None:
+        with self.app.lock:
+            self.app.faults.append(Fault(api=api, kind=kind, **options))
+
+    def clear_faults(self) -> None:
+        with self.app.lock:
+            self.app.faults.clear()
+
+    def requests(self, api: str) -> list[dict[str, t.Any]]:
+        return list(self.app.apis[api].requests)

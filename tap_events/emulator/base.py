@@ -1,0 +1,82 @@
+"""What every emulated API shares: deterministic data, routing, credentials, a request log."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import random
+import threading
+import typing as t
+from collections import deque
+
+import orjson
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map
+from werkzeug.wrappers import Request, Response
+
+#: Spacing of generated events in time. The first event lies this many seconds times the
+#: initial event count before the emulator started, so every event is in the past.
+EVENT_SPACING_SECONDS = 1
+
+
+def json_response(body: t.Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status=status, headers=headers,
+                    content_type="application/json")
+
+
+class EmulatedAPI:
+    """One API: subclasses declare `name`, `url_map` and the endpoint methods it names."""
+
+    name: t.ClassVar[str]
+    url_map: t.ClassVar[Map]
+
+    def __init__(self, *, events: int, seed: int, now: datetime.datetime | None = None) -> None:
+        self.seed = seed
+        self.lock = threading.RLock()
+        self.requests: deque[dict[str, t.Any]] = deque(maxlen=10_000)
+        started = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
+        # Events are a function of their index: memory does not grow with the event count.
+        self.epoch = started - datetime.timedelta(seconds=(events + 3600) * EVENT_SPACING_SECONDS)
+        self.count = events
+
+    # ----------------------------------------------------------------- data helpers
+
+    def rng(self, *key: t.Any) -> random.Random:
+        """A generator seeded by (seed, key): the same event always looks the same."""
+        return random.Random(f"{self.seed}:{self.name}:{':'.join(map(str, key))}")
+
+    def digest(self, *key: t.Any) -> str:
+        return hashlib.sha1(f"{self.seed}:{self.name}:{key}".encode()).hexdigest()
+
+    def time_of(self, index: int) -> datetime.datetime:
+        return self.epoch + datetime.timedelta(seconds=index * EVENT_SPACING_SECONDS)
+
+    def add_events(self, count: int, **options: t.Any) -> dict[str, t.Any]:
+        """Append `count` new events (between two runs of a test or the demo)."""
+        with self.lock:
+            self.count += count
+            return {"events": self.count}
+
+    def stats(self) -> dict[str, t.Any]:
+        return {"events": self.count, "requests": list(self.requests)}
+
+    # ----------------------------------------------------------------- dispatch
+
+    def handle(self, request: Request, path: str) -> Response:
+        self.requests.append(
+            {"method": request.method, "path": path, "query": request.args.to_dict(flat=False)}
+        )
+        adapter = self.url_map.bind("emulator", path_info=path)
+        try:
+            endpoint, values = adapter.match(method=request.method)
+        except NotFound:
+            return self.error(404, "not_found", f"No such endpoint: {path}")
+        except MethodNotAllowed:
+            return self.error(405, "method_not_allowed", f"{request.method} not allowed")
+        except HTTPException as error:
+            return self.error(error.code or 400, "bad_request", str(error))
+        return getattr(self, endpoint)(request, **values)
+
+    def error(self, status: int, code: str, message: str) -> Response:
+        """The API's own error body; subclasses shape it like the real API."""
+        return json_response({"status": status, "code": code, "message": message}, status)

@@ -1,0 +1,294 @@
+"""Box Events as ../shared/apis/box.md documents it.
+
+- `GET /2.0/events` for the user feeds (`all`, `changes`, `sync`) and the enterprise feeds
+  (`admin_logs`, `admin_logs_streaming`), paged by `stream_position`;
+- 20-digit positions, sent as a JSON string on user feeds and as a JSON number on enterprise
+  feeds (the type flip Box has shown); `0` or none starts at the oldest event, `now` answers an
+  empty page with the current position;
+- at-least-once feeds (all but `admin_logs`) repeat the last event of the previous page, and
+  some pages come back short although more events exist;
+- an empty page ends the feed: user feeds echo the position, `admin_logs` answers position `0`;
+- `admin_logs` honours `created_after`/`created_before`, both enterprise feeds `event_type`;
+- `POST /oauth2/token` (Client Credentials Grant) and 401 for a wrong or expired token.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+import time
+import typing as t
+import uuid
+
+from werkzeug.routing import Map, Rule
+
+from tap_events.emulator.base import EmulatedAPI, json_response
+
+if t.TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
+
+USER_BASE = 10**19  # positions of the user feed have 20 digits
+ENTERPRISE_BASE = 7 * 10**18
+CLIENT_ID = "emulator-client-id"
+CLIENT_SECRET = "emulator-client-secret"
+DEVELOPER_TOKEN = "emulator-box-token"
+
+USER_EVENT_TYPES = ["ITEM_UPLOAD", "ITEM_DOWNLOAD", "ITEM_PREVIEW", "ITEM_MOVE", "ITEM_RENAME",
+                    "ITEM_TRASH", "COMMENT_CREATE", "COLLAB_ADD_COLLABORATOR", "ITEM_SHARED",
+                    "LOCK_CREATE"]
+ENTERPRISE_EVENT_TYPES = ["LOGIN", "FAILED_LOGIN", "UPLOAD", "DOWNLOAD", "PREVIEW", "DELETE",
+                          "COLLABORATION_INVITE", "SHIELD_ALERT", "GROUP_ADD_USER", "EDIT_USER"]
+NAMES = ["Dana Ortiz", "Lee Park", "Sam Rivera", "Ada Moss", "Kim Novak", "Omar Haddad"]
+
+
+def box_time(moment: datetime.datetime, index: int) -> str:
+    """Box stamps times with offsets; alternate -08:00 and Z to exercise both."""
+    if index % 2:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (moment - datetime.timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S-08:00")
+
+
+class BoxAPI(EmulatedAPI):
+    name = "box"
+    url_map = Map([
+        Rule("/2.0/events", endpoint="events", methods=["GET"]),
+        Rule("/oauth2/token", endpoint="token", methods=["POST"]),
+    ])
+
+    #: Every this many pages of an at-least-once feed comes back at half size.
+    SHORT_PAGE_EVERY = 5
+
+    def __init__(self, *, events: int, seed: int, token_ttl: int = 3600, **kwargs: t.Any) -> None:
+        super().__init__(events=events, seed=seed, **kwargs)
+        self.user_count = events
+        self.enterprise_count = events
+        self.token_ttl = token_ttl
+        self.tokens: dict[str, float] = {}
+
+    def add_events(self, count: int, feed: str = "all", **options: t.Any) -> dict[str, t.Any]:
+        with self.lock:
+            if feed in ("all", "user"):
+                self.user_count += count
+            if feed in ("all", "enterprise"):
+                self.enterprise_count += count
+            self.count = max(self.user_count, self.enterprise_count)
+            return {"user_events": self.user_count, "enterprise_events": self.enterprise_count}
+
+    def stats(self) -> dict[str, t.Any]:
+        return {**super().stats(), "user_events": self.user_count,
+                "enterprise_events": self.enterprise_count}
+
+    def error(self, status: int, code: str, message: str) -> Response:
+        return json_response({
+            "type": "error", "status": status, "code": code, "message": message,
+            "help_url": "https://developer.box.com/guides/api-calls/permissions-and-errors/",
+            "request_id": self.digest("request", time.monotonic())[:12],
+        }, status)
+
+    # ----------------------------------------------------------------- events
+
+    def user_event(self, index: int) -> dict[str, t.Any]:
+        rng = self.rng("user", index)
+        moment = self.time_of(index)
+        user = rng.randrange(len(NAMES))
+        actor = ({"type": "user", "id": "2", "name": "Unknown User", "login": ""}
+                 if rng.random() < 0.05 else
+                 {"type": "user", "id": str(20443187000 + user), "name": NAMES[user],
+                  "login": f"user{user}@example.com"})
+        file_id = str(1598821000000 + rng.randrange(10**6))
+        source = None if rng.random() < 0.03 else {
+            "type": "file", "id": file_id, "sequence_id": "0", "etag": "0",
+            "sha1": self.digest("sha", file_id), "name": f"report-{file_id[-4:]}.xlsx",
+            "description": "", "size": rng.randrange(1, 10**7), "item_status": "active",
+            "synced": False, "created_at": box_time(moment, index),
+            "modified_at": box_time(moment, index), "trashed_at": None, "purged_at": None,
+            "shared_link": None,
+            "file_version": {"type": "file_version", "id": str(1756302219000 + index)},
+            "parent": {"type": "folder", "id": "301188420015", "sequence_id": "1",
+                       "etag": "1", "name": "Finance"},
+            "path_collection": {"total_count": 2, "entries": [
+                {"type": "folder", "id": "0", "sequence_id": None, "etag": None,
+                 "name": "All Files"},
+                {"type": "folder", "id": "301188420015", "sequence_id": "1", "etag": "1",
+                 "name": "Finance"}]},
+            "created_by": actor, "modified_by": actor, "owned_by": actor,
+        }
+        return {
+            "type": "event",
+            "event_id": self.digest("user", index),
+            "event_type": USER_EVENT_TYPES[rng.randrange(len(USER_EVENT_TYPES))],
+            "created_at": box_time(moment, index),
+            "recorded_at": box_time(moment + datetime.timedelta(seconds=1), index),
+            "session_id": None if rng.random() < 0.3 else self.digest("session", user)[:16],
+            "created_by": actor,
+            "source": source,
+        }
+
+    def enterprise_event(self, index: int) -> dict[str, t.Any]:
+        rng = self.rng("enterprise", index)
+        moment = self.time_of(index)
+        event_type = self.enterprise_type(index)
+        user = rng.randrange(len(NAMES))
+        actor = {"type": "user", "id": str(20443187000 + user), "name": NAMES[user],
+                 "login": f"user{user}@example.com"}
+        event: dict[str, t.Any] = {
+            "type": "event",
+            "event_id": str(uuid.UUID(self.digest("enterprise", index)[:32])),
+            "event_type": event_type,
+            "created_at": box_time(moment, index),
+            "session_id": None,
+            "created_by": actor,
+            "action_by": None,
+            "ip_address": f"203.0.113.{rng.randrange(1, 255)}",
+            "source": {"item_type": "file", "item_id": str(1598821000000 + index),
+                       "item_name": f"contract-{index}.pdf",
+                       "parent": {"type": "folder", "id": "301188420015", "name": "Legal"},
+                       "owned_by": actor},
+            "additional_details": None,
+        }
+        if event_type in ("LOGIN", "FAILED_LOGIN", "EDIT_USER"):
+            event["source"] = actor
+        if event_type == "COLLABORATION_INVITE":
+            event["accessible_by"] = {"type": "user", "id": "20443187999",
+                                      "name": "Guest", "login": "guest@example.org"}
+            event["additional_details"] = {"collab_id": str(40000 + index), "role": "editor",
+                                           "is_performed_by_admin": False, "type": "invite"}
+        if event_type == "SHIELD_ALERT":
+            # A free-form source that is neither a file nor a folder.
+            event["source"] = {"type": "shield_alert", "rule_name": "Anomalous download",
+                               "risk_score": rng.randrange(100)}
+            event["additional_details"] = {"shield_alert": {"priority": "high",
+                                                            "alert_id": index}}
+        return event
+
+    def enterprise_type(self, index: int) -> str:
+        return ENTERPRISE_EVENT_TYPES[self.rng("etype", index).randrange(10)]
+
+    # ----------------------------------------------------------------- endpoints
+
+    def authorized(self, request: Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip()
+        if token == DEVELOPER_TOKEN:
+            return True
+        expires = self.tokens.get(token)
+        return expires is not None and expires > time.time()
+
+    def token(self, request: Request) -> Response:
+        form = request.form
+        if form.get("grant_type") != "client_credentials":
+            return json_response({"error": "unsupported_grant_type",
+                                  "error_description": "Grant type is not supported"}, 400)
+        if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
+            return json_response({"error": "invalid_client",
+                                  "error_description": "The client credentials are invalid"},
+                                 400)
+        if form.get("box_subject_type") not in ("enterprise", "user"):
+            return json_response({"error": "invalid_request",
+                                  "error_description": "Invalid box_subject_type"}, 400)
+        token = "minted-" + secrets.token_hex(12)
+        self.tokens[token] = time.time() + self.token_ttl
+        return json_response({"access_token": token, "expires_in": self.token_ttl,
+                              "token_type": "bearer", "restricted_to": []})
+
+    def events(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return self.error(401, "unauthorized", "Unauthorized: the access token is invalid "
+                              "or has expired")
+        args = request.args
+        stream_type = args.get("stream_type", "all")
+        try:
+            limit = min(int(args.get("limit", 100)), 500)
+        except ValueError:
+            return self.error(400, "bad_request", "limit must be an integer")
+        if limit < 1:
+            return self.error(400, "bad_request", "limit must be at least 1")
+        if stream_type in ("all", "changes", "sync"):
+            return self.feed(args.get("stream_position"), limit, USER_BASE, self.user_count,
+                             self.user_event, as_string=True)
+        if stream_type not in ("admin_logs", "admin_logs_streaming"):
+            return self.error(400, "bad_request", f"Invalid stream_type {stream_type!r}")
+        types = {x for x in args.get("event_type", "").split(",") if x}
+        if stream_type == "admin_logs_streaming":
+            return self.feed(args.get("stream_position"), limit, ENTERPRISE_BASE,
+                             self.enterprise_count, self.enterprise_event, as_string=False,
+                             types=types)
+        return self.admin_logs(args, limit, types)
+
+    def parse_position(self, raw: str | None, base: int, count: int) -> int | None:
+        if raw in (None, "", "0"):
+            return 0
+        if raw == "now":
+            return count
+        try:
+            index = int(raw) - base
+        except ValueError:
+            return None
+        return index if 0 <= index <= count else None
+
+    def feed(self, raw: str | None, limit: int, base: int, count: int,
+             make: t.Callable[[int], dict], *, as_string: bool,
+             types: set[str] | None = None) -> Response:
+        """An at-least-once feed: each page repeats the last event of the previous one."""
+        index = self.parse_position(raw, base, count)
+        if index is None:
+            return self.error(400, "bad_request", f"Invalid stream_position {raw!r}")
+        if index >= count:
+            position = base + index
+            return json_response({"chunk_size": 0, "entries": [],
+                                  "next_stream_position": str(position) if as_string
+                                  else position})
+        start = index - 1 if index > 0 and limit > 1 else index
+        size = limit // 2 + 1 if (start // max(limit, 1)) % self.SHORT_PAGE_EVERY == 3 else limit
+        entries: list[dict] = []
+        end = start
+        while end < count and len(entries) < size:
+            if not types or self.enterprise_type(end) in types:
+                entries.append(make(end))
+            end += 1
+        position = base + end
+        return json_response({"chunk_size": len(entries), "entries": entries,
+                              "next_stream_position": str(position) if as_string else position})
+
+    def admin_logs(self, args: t.Any, limit: int, types: set[str]) -> Response:
+        """Chronological, duplicate-free, within [created_after, created_before]."""
+        try:
+            after = parse_time(args.get("created_after"))
+            before = parse_time(args.get("created_before"))
+        except ValueError as error:
+            return self.error(400, "bad_request", f"Invalid created_after/created_before: "
+                              f"{error}")
+        count = self.enterprise_count
+        raw = args.get("stream_position")
+        if raw in (None, "", "0"):
+            index = 0
+            if after is not None:
+                seconds = (after - self.epoch).total_seconds()
+                index = max(0, min(count, -int(-seconds // 1)))
+        else:
+            index = self.parse_position(raw, ENTERPRISE_BASE, count)
+            if index is None:
+                return self.error(400, "bad_request", f"Invalid stream_position {raw!r}")
+        entries: list[dict] = []
+        while index < count and len(entries) < limit:
+            moment = self.time_of(index)
+            if before is not None and moment > before:
+                index = count
+                break
+            if (after is None or moment >= after) and (not types or
+                                                       self.enterprise_type(index) in types):
+                entries.append(self.enterprise_event(index))
+            index += 1
+        if not entries:
+            return json_response({"chunk_size": 0, "entries": [], "next_stream_position": 0})
+        return json_response({"chunk_size": len(entries), "entries": entries,
+                              "next_stream_position": ENTERPRISE_BASE + index})
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    moment = datetime.datetime.fromisoformat(value.replace(" ", "+"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no UTC offset")
+    return moment

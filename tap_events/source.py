@@ -1,0 +1,76 @@
+"""What the tap knows about one API: its settings, its credentials and its streams.
+
+Each module in `tap_events/sources/` builds one `Source`; `tap_events/sources/__init__.py`
+lists them. The tap's config schema, discovery and the "is this API configured?" check are all
+derived from these objects, so adding an API means adding one module and one line.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass, field
+
+from singer_sdk import typing as th
+
+if t.TYPE_CHECKING:
+    from tap_events.client import EventStream
+
+
+@dataclass(frozen=True)
+class Source:
+    """One API the tap reads from."""
+
+    #: The config key holding this API's settings (`box` for `box.client_id`, ...).
+    name: str
+    #: How the API is named in log lines and errors.
+    label: str
+    #: The settings under `name`, each with its default (the SDK fills defaults only at the
+    #: top level of the config, so nested defaults are applied by `settings()`).
+    properties: tuple[th.Property, ...]
+    #: Alternative sets of settings, any one of which is enough to run the streams.
+    credential_sets: tuple[tuple[str, ...], ...]
+    streams: tuple[type[EventStream], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for stream_class in self.streams:
+            stream_class.source = self
+
+    @property
+    def config_property(self) -> th.Property:
+        return th.Property(
+            self.name,
+            th.ObjectType(*self.properties, additional_properties=False),
+            description=f"{self.label} settings. Streams of {self.label} are skipped when "
+            f"none of its credentials are set.",
+        )
+
+    @property
+    def defaults(self) -> dict[str, t.Any]:
+        schema = th.ObjectType(*self.properties).to_dict()
+        return {
+            key: prop["default"]
+            for key, prop in schema["properties"].items()
+            if "default" in prop
+        }
+
+    @property
+    def secret_settings(self) -> tuple[str, ...]:
+        schema = th.ObjectType(*self.properties).to_dict()
+        return tuple(
+            key for key, prop in schema["properties"].items() if prop.get("secret")
+        )
+
+    def settings(self, config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+        """This API's settings from the tap config, defaults filled in."""
+        given = config.get(self.name) or {}
+        return {**self.defaults, **{k: v for k, v in given.items() if v is not None}}
+
+    def is_configured(self, config: t.Mapping[str, t.Any]) -> bool:
+        given = config.get(self.name) or {}
+        return any(all(given.get(key) for key in keys) for keys in self.credential_sets)
+
+    def credentials_hint(self) -> str:
+        """`box.access_token, or box.client_id + box.client_secret`: what to set."""
+        return ", or ".join(
+            " + ".join(f"{self.name}.{key}" for key in keys) for keys in self.credential_sets
+        )

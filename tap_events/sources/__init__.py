@@ -1,0 +1,5 @@
+"""Every API the tap reads. Adding an API: write its module, then list its SOURCE here."""
+
+from tap_events.sources import box
+
+SOURCES = (box.SOURCE,)
