@@ -121,7 +121,7 @@ class EmulatorApp:
                 else:
                     self.faults.append(Fault(**body))
             return json_response({"faults": len(self.faults)})
-        _, api_name, action = (path.split("/") + ["", ""])[:3]
+        _, api_name, action = ([*path.split("/"), "", ""])[:3]
         api = self.apis.get(api_name)
         if api is None:
             return json_response({"message": f"unknown API {api_name!r}"}, 404)
@@ -175,3 +175,8 @@ class EmulatorServer:
 
     def requests(self, api: str) -> list[dict[str, t.Any]]:
         return list(self.app.apis[api].requests)
+
+    def stream_counts(self) -> dict[str, int]:
+        """Expected distinct events per tap stream, over every emulated API."""
+        apis = self.app.apis.values()
+        return {name: n for api in apis for name, n in api.stream_counts().items()}

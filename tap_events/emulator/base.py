@@ -57,8 +57,14 @@ class EmulatedAPI:
             self.count += count
             return {"events": self.count}
 
+    def stream_counts(self) -> dict[str, int]:
+        """Distinct events each tap stream should load from this API with the default
+        `tap_config` (tests and the end-to-end check compare warehouse rows with these)."""
+        raise NotImplementedError
+
     def stats(self) -> dict[str, t.Any]:
-        return {"events": self.count, "requests": list(self.requests)}
+        return {"events": self.count, "streams": self.stream_counts(),
+                "requests": list(self.requests)}
 
     # ----------------------------------------------------------------- dispatch
 

@@ -74,9 +74,8 @@ class BoxAPI(EmulatedAPI):
             self.count = max(self.user_count, self.enterprise_count)
             return {"user_events": self.user_count, "enterprise_events": self.enterprise_count}
 
-    def stats(self) -> dict[str, t.Any]:
-        return {**super().stats(), "user_events": self.user_count,
-                "enterprise_events": self.enterprise_count}
+    def stream_counts(self) -> dict[str, int]:
+        return {"box_events": self.user_count, "box_enterprise_events": self.enterprise_count}
 
     def error(self, status: int, code: str, message: str) -> Response:
         return json_response({
