@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 import typing as t
+from urllib.parse import urlsplit
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import ConfigValidationError
 
 from tap_events.redact import RedactingFilter, redact
 from tap_events.sources import SOURCES
@@ -55,6 +58,10 @@ class TapEvents(Tap):
         redacting = RedactingFilter(self.secret_values)
         for handler in logging.getLogger().handlers:
             handler.addFilter(redacting)
+        if kwargs.get("validate_config", True):
+            errors = settings_errors(self.config)
+            if errors:
+                raise ConfigValidationError("Config validation failed", errors=errors)
 
     def _collect_secrets(self) -> list[str]:
         values: list[str] = []
@@ -85,6 +92,39 @@ class TapEvents(Tap):
                 redact(summary, self.secret_values),
             )
             sys.exit(1)
+
+
+def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
+    """What the JSON schema cannot say: date formats, and secrets only over TLS."""
+    errors = []
+    start_date = config.get("start_date")
+    if start_date:
+        try:
+            parsed = datetime.datetime.fromisoformat(start_date)
+        except (TypeError, ValueError):
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            errors.append(
+                f"start_date {start_date!r} is not an ISO 8601 date-time with a UTC offset "
+                "(e.g. 2026-01-01T00:00:00Z)"
+            )
+    for source in SOURCES:
+        if not source.is_configured(config):
+            continue
+        for key, value in source.settings(config).items():
+            if key.endswith("_url") and isinstance(value, str) and not is_safe_url(value):
+                errors.append(
+                    f"{source.name}.{key} {value!r}: credentials are only sent over https "
+                    "(plain http is allowed to 127.0.0.1/localhost only)"
+                )
+    return errors
+
+
+def is_safe_url(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
 
 
 if __name__ == "__main__":
