@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 
 from tap_events.redact import RedactingFilter, redact
 from tap_events.sources import SOURCES
+from tap_events.writer import BufferedRecordWriter
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
@@ -26,7 +26,7 @@ class TapEvents(Tap):
     name = "tap-events"
     package_name = "tap-events"
     # msgspec encodes RECORD lines several times faster than the SDK's simplejson writer.
-    message_writer_class = MsgSpecWriter
+    message_writer_class = BufferedRecordWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
