@@ -14,7 +14,10 @@ from singer_sdk import Stream
 from singer_sdk.helpers._state import increment_state
 from singer_sdk.streams.rest import RESTStream
 
-SDK_GENERATE_RECORD_MESSAGES_SHA256 = "9b5f9fbcdedb7a1aec5673a44f51fd9bd88840f19f0fb29cba9953b9d9095bfe"
+SDK_GENERATE_RECORD_MESSAGES_SHA256 = (
+    "9b5f9fbcdedb7a1aec5673a44f51fd9bd88840f19f0fb29cba99"
+    "53b9d9095bfe"
+)
 
 
 def test_sdk_version_is_in_the_pinned_range():
