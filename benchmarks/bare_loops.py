@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import typing as t
+from dataclasses import dataclass
 
 import orjson
 import requests
@@ -20,7 +21,10 @@ RECORD_PREFIX = b'{"type":"RECORD","stream":"%s","record":'
 def box(config: dict, out: t.BinaryIO) -> int:
     settings = config["box"]
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {settings['access_token']}"
+    token = requests.post(settings["token_url"], timeout=60, data={
+        "grant_type": "client_credentials", "client_id": settings["client_id"],
+        "client_secret": settings["client_secret"], "box_subject_type": "enterprise"})
+    session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
     prefix = RECORD_PREFIX % b"box_events"
     position, count = "0", 0
     while True:
@@ -39,10 +43,17 @@ def box(config: dict, out: t.BinaryIO) -> int:
         position = following
 
 
-LOOPS: dict[str, t.Callable[[dict, t.BinaryIO], int]] = {"box": box}
+@dataclass(frozen=True)
+class BareLoop:
+    #: The tap stream the loop reads the same events as.
+    stream: str
+    read: t.Callable[[dict, t.BinaryIO], int]
+
+
+LOOPS: dict[str, BareLoop] = {"box": BareLoop("box_events", box)}
 
 if __name__ == "__main__":
     api, config_path = sys.argv[1], sys.argv[2]
     with open(config_path) as handle:
-        emitted = LOOPS[api](json.load(handle), sys.stdout.buffer)
+        emitted = LOOPS[api].read(json.load(handle), sys.stdout.buffer)
     print(emitted, file=sys.stderr)
