@@ -210,7 +210,8 @@ class EventStream(RESTStream):
         if self._pages_done:
             self.checkpoint()
         self._pages_done += 1
-        yield from self.parse_page(response.decoded, response)  # type: ignore[attr-defined]
+        # Streaming bodies (`expects_json = False`) have no decoded body: the module reads them.
+        yield from self.parse_page(getattr(response, "decoded", None), response)
 
     def parse_page(self, body: t.Any, response: requests.Response) -> t.Iterable[dict]:
         """The records of one decoded page, in API order."""

@@ -30,6 +30,9 @@ class Source:
     #: Alternative sets of settings, any one of which is enough to run the streams.
     credential_sets: tuple[tuple[str, ...], ...]
     streams: tuple[type[EventStream], ...] = field(default=())
+    #: Secret values computed from the settings (an HTTP Basic token is base64 of
+    #: `key:secret`), so they are redacted like the secret settings themselves.
+    derived_secrets: t.Callable[[t.Mapping[str, t.Any]], t.Iterable[str]] | None = None
 
     def __post_init__(self) -> None:
         for stream_class in self.streams:

@@ -68,6 +68,8 @@ class TapEvents(Tap):
         for source in SOURCES:
             settings = self.config.get(source.name) or {}
             values += [str(settings[key]) for key in source.secret_settings if settings.get(key)]
+            if source.derived_secrets:
+                values += source.derived_secrets(settings)
         return values
 
     def discover_streams(self) -> list[Stream]:

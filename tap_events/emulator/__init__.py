@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import typing as t
 
+from tap_events.emulator.alpaca import AlpacaAPI
 from tap_events.emulator.app import EmulatorApp, EmulatorServer
 from tap_events.emulator.box import BoxAPI
 
 if t.TYPE_CHECKING:
     from tap_events.emulator.base import EmulatedAPI
 
-EMULATED_APIS: dict[str, type[EmulatedAPI]] = {"box": BoxAPI}
+EMULATED_APIS: dict[str, type[EmulatedAPI]] = {"box": BoxAPI, "alpaca": AlpacaAPI}
 
 
 def build_app(
@@ -46,7 +47,7 @@ def start_emulator(
 
 def tap_config(server_url: str) -> dict[str, t.Any]:
     """A tap config pointing every API at the emulator, with the emulator's credentials."""
-    from tap_events.emulator import box
+    from tap_events.emulator import alpaca, box
 
     return {
         "box": {
@@ -56,5 +57,10 @@ def tap_config(server_url: str) -> dict[str, t.Any]:
             "client_secret": box.CLIENT_SECRET,
             "subject_type": "enterprise",
             "subject_id": "12345",
+        },
+        "alpaca": {
+            "api_url": f"{server_url}/alpaca",
+            "api_key": alpaca.API_KEY,
+            "api_secret": alpaca.API_SECRET,
         },
     }

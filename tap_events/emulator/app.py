@@ -6,7 +6,9 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
 - `POST /_emulator/faults` `{"api", "path"?, "kind", "times", ...}`: queue a fault for the
   next matching requests. Kinds: `status` (answer `status` with `headers`/`body`, e.g. 429 with
   Retry-After), `slow` (wait `delay` seconds, then answer normally), `drop` (send half the
-  body, then close the connection), `truncate` (a complete 200 whose JSON is cut short);
+  body, then close the connection), `truncate` (a complete 200 whose JSON is cut short); any
+  other kind belongs to the API (e.g. Alpaca's `sse_internal_error`), which finds the fault in
+  the request's WSGI environ under `emulator.fault` and reads its `options`;
 - `DELETE /_emulator/faults`: clear them.
 """
 
@@ -41,9 +43,15 @@ class Fault:
     delay: float = 0.0
     #: Let this many matching requests through untouched before the fault fires.
     after: int = 0
+    #: Parameters of an API's own fault kinds (e.g. after how many streamed events it fires).
+    options: dict[str, t.Any] = field(default_factory=dict)
 
     def matches(self, api: str, path: str) -> bool:
         return self.api == api and path.startswith(self.path)
+
+
+#: Fault kinds the app applies itself; the API handles the others.
+APP_FAULT_KINDS = frozenset({"status", "slow", "drop", "truncate"})
 
 
 class EmulatorApp:
@@ -76,6 +84,8 @@ class EmulatorApp:
             time.sleep(fault.delay)
         if self.latency:
             time.sleep(self.latency)
+        if fault and fault.kind not in APP_FAULT_KINDS:
+            request.environ["emulator.fault"] = fault
         response = api.handle(request, rest)
         if fault and fault.kind == "drop":
             return self.dropped(request, response)
