@@ -167,34 +167,41 @@ class EventStream(RESTStream):
         paginator = self.get_new_paginator() or SinglePagePaginator()
         send = self.request_decorator(self._request)
 
-        def fetch() -> requests.Response:
+        def fetch(background: bool) -> requests.Response | Future:
             prepared = self._prepare_request(context=context, page=paginator)
-            return pool.submit(send, prepared, context) if prefetch else send(prepared, context)
+            return pool.submit(send, prepared, context) if background else send(prepared, context)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name) as pool:
             prefetch = False
-            pending = fetch()
+            pending = fetch(background=False)
             while True:
                 response = pending.result() if isinstance(pending, Future) else pending
                 records = iter(self.parse_response(response))
                 first = next(records, None)
-                if first is None and not paginator.continue_if_empty(response):
-                    return
-                paginator.advance(response)
                 if first is None:
-                    pending = fetch()
+                    if not paginator.continue_if_empty(response):
+                        return
+                    paginator.advance(response)
+                    pending = fetch(background=False)
                     continue
+                # Early only when the page's token is known before its records are read
+                # (JSON pages); streamed pages (SSE) learn their token by being read.
+                early = prefetch
+                if early:
+                    paginator.advance(response)
+                    pending = None if paginator.finished else fetch(background=True)
                 started = time.perf_counter()
-                pending = fetch() if prefetch and not paginator.finished else None
                 yield first
                 yield from records
+                if not early:
+                    paginator.advance(response)
                 if paginator.finished:
                     return
                 prefetch = self.PREFETCH and self.worth_prefetching(
                     response.elapsed.total_seconds(), time.perf_counter() - started
                 )
-                if pending is None:
-                    pending = fetch()
+                if not early:
+                    pending = fetch(background=False)
 
     def worth_prefetching(self, round_trip: float, writing: float) -> bool:
         return round_trip > self.PREFETCH_MIN_WAIT_SHARE * writing

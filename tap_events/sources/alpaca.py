@@ -197,6 +197,8 @@ class AlpacaStream(EventStream):
     is_sorted = True
     check_sorted = False
     expects_json = False
+    # The next connection starts from what this one delivered: nothing to fetch ahead.
+    PREFETCH = False
     # A replay is one long response: STATE every this many records, not only between pages.
     STATE_MSG_FREQUENCY = 1000
 
@@ -318,8 +320,12 @@ class AlpacaStream(EventStream):
         return events
 
     def is_new(self, event: dict) -> bool:
-        """Drop what an earlier run (≤ bookmark) or this run (seen id) already emitted, and
-        stamp the rest with the running maximum id."""
+        """Drop what this run already emitted, and stamp the rest with the running maximum.
+
+        Events of the overlap an earlier run emitted are emitted again (the target upserts
+        on the id): dropping every id at or below the bookmark would also drop an event that
+        reached Alpaca late with an older id, which is what the overlap is there to catch.
+        """
         event_id = event.get(self.id_field)
         if not ulid.is_ulid(event_id):
             raise TapEventsError(
@@ -327,8 +333,6 @@ class AlpacaStream(EventStream):
                 f"'{self.id_field}': {str(event)[:120]}"
             )
         event_id = event_id.upper()
-        if self._resumed_from is not None and event_id <= self._resumed_from:
-            return False
         if self.seen_before(event_id):
             return False
         self._newest = max(self._newest or event_id, event_id)
