@@ -1,5 +1,5 @@
 """Every API the tap reads. Adding an API: write its module, then list its SOURCE here."""
 
-from tap_events.sources import box
+from tap_events.sources import box, discue
 
-SOURCES = (box.SOURCE,)
+SOURCES = (box.SOURCE, discue.SOURCE)
