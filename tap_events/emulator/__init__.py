@@ -10,11 +10,12 @@ import typing as t
 
 from tap_events.emulator.app import EmulatorApp, EmulatorServer
 from tap_events.emulator.box import BoxAPI
+from tap_events.emulator.discue import DiscueAPI
 
 if t.TYPE_CHECKING:
     from tap_events.emulator.base import EmulatedAPI
 
-EMULATED_APIS: dict[str, type[EmulatedAPI]] = {"box": BoxAPI}
+EMULATED_APIS: dict[str, type[EmulatedAPI]] = {"box": BoxAPI, "discue": DiscueAPI}
 
 
 def build_app(
@@ -46,7 +47,7 @@ def start_emulator(
 
 def tap_config(server_url: str) -> dict[str, t.Any]:
     """A tap config pointing every API at the emulator, with the emulator's credentials."""
-    from tap_events.emulator import box
+    from tap_events.emulator import box, discue
 
     return {
         "box": {
@@ -56,5 +57,9 @@ def tap_config(server_url: str) -> dict[str, t.Any]:
             "client_secret": box.CLIENT_SECRET,
             "subject_type": "enterprise",
             "subject_id": "12345",
+        },
+        "discue": {
+            "api_url": f"{server_url}/discue/v1",
+            "api_key": discue.API_KEY,
         },
     }
