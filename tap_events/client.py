@@ -8,6 +8,7 @@ and then once per endpoint. Behaviour is layered on the SDK's public hooks
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import logging
@@ -20,6 +21,7 @@ from http import HTTPStatus
 import orjson
 import requests
 from singer_sdk import RESTStream
+from singer_sdk import typing as th
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers._util import utc_now
@@ -37,12 +39,29 @@ if t.TYPE_CHECKING:
 #: Longest wait honoured for one Retry-After / X-RateLimit-Reset unless configured otherwise.
 DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
 
+#: The setting, under an API's key, that acknowledges a gap past that API's retention. Listed
+#: in the settings of every API whose streams set `EventStream.retention`.
+ALLOW_GAP_SETTING = th.Property(
+    "allow_gap", th.BooleanType, default=False,
+    description="Acknowledge a gap: when the bookmark is older than the API keeps events, "
+    "the run logs the gap as a warning and ends with status 0 instead of failing. Set it for "
+    "one run after an outage, then unset it so the next gap alerts again.",
+)
+#: Past this share of the retention a bookmark earns a warning: the next missed run loses data.
+RETENTION_WARNING_SHARE = 0.8
+
 
 class TapEventsError(FatalAPIError):
     """A failure explained in one line: API, stream, HTTP status, the API's words, what to check.
 
     Raised instead of a bare traceback; the tap prints `str(error)` and exits non-zero.
     """
+
+    def __init__(self, message: str, response: requests.Response | None = None) -> None:
+        # Like RetriableAPIError: the response is an attribute, so `str(error)` stays the
+        # one-line message (FatalAPIError alone would print the args tuple).
+        super().__init__(message)
+        self.response = response
 
 
 class EventStream(RESTStream):
@@ -58,6 +77,10 @@ class EventStream(RESTStream):
     #: memory stays flat however long the run; repeats arrive close together.
     DEDUPE_WINDOW = 50_000
 
+    #: How long the API keeps events, when it documents a limit. A bookmark older than this
+    #: means events were purged before the tap read them (see `check_retention`).
+    retention: t.ClassVar[datetime.timedelta | None] = None
+
     # ``(connect, read)`` seconds: a dead socket is noticed within a minute, not the SDK's 300 s.
     timeout = (10, 60)
 
@@ -70,6 +93,8 @@ class EventStream(RESTStream):
         super().__init__(*args, **kwargs)
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
         self._pages_done = 0
+        #: Retention gaps found this run, reported as a failure once data and state are out.
+        self._gaps: list[str] = []
 
     # ----------------------------------------------------------------- settings
 
@@ -110,16 +135,90 @@ class EventStream(RESTStream):
                 self.source.credentials_hint(),
             )
             return
+        failures: list[str] = []
         try:
             super().sync(context)
         except Exception as error:
             message = self.describe_failure(error)
             self.logger.error("%s", message)
             self.logger.debug("Traceback for '%s'", self.name, exc_info=True)
-            self._tap.record_failure(self.name, message)
+            failures.append(message)
             # The bookmark in memory covers only records already written, so it is safe to
             # hand to the target: the next run resumes here instead of re-reading the page.
             self.checkpoint()
+        # A gap was logged when found; it fails the run only now, after what exists was loaded.
+        failures += self._gaps
+        if failures:
+            self._tap.record_failure(self.name, "; ".join(failures))
+
+    def get_records(self, context: Context | None) -> t.Iterable[dict]:
+        """Check the bookmark against the API's retention, then read as usual.
+
+        Runs once the SDK has loaded the bookmark for this partition.
+        """
+        self.check_retention(context)
+        yield from super().get_records(context)
+
+    # ----------------------------------------------------------------- retention
+
+    def bookmark(self, context: Context | None) -> t.Any | None:
+        """The bookmark from state, or None on a first run.
+
+        With no bookmark the SDK hands back the `start_date` string, whatever the key's type.
+        """
+        value = self.get_starting_replication_key_value(context)
+        return None if value in (None, "", self.config.get("start_date")) else value
+
+    def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
+        """When the last event already loaded was recorded; None on a first run.
+
+        This default reads a date-time replication key; streams whose bookmark is a cursor
+        override it.
+        """
+        if not self.replication_key or not self.is_timestamp_replication_key:
+            return None
+        value = self.bookmark(context)
+        if value is None:
+            return None
+        moment = datetime.datetime.fromisoformat(str(value))
+        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+    def check_retention(self, context: Context | None) -> None:
+        """Name a gap when the bookmark is older than the API keeps events.
+
+        The run goes on and loads what still exists; unless `<api>.allow_gap` acknowledges
+        it, the gap fails the run at the end (`sync`), so a scheduler alerts.
+        """
+        if self.retention is None:
+            return
+        since = self.bookmark_time(context)
+        if since is None:
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        age = now - since
+        kept = f"{self.source.label} keeps events for {duration_text(self.retention)}"
+        if age <= self.retention:
+            if age > self.retention * RETENTION_WARNING_SHARE:
+                self.logger.warning(
+                    "%s stream '%s': the bookmark is %s old and %s: run the tap more often, "
+                    "or the next missed run loses events for good",
+                    self.source.label, self.name, duration_text(age), kept,
+                )
+            return
+        oldest_kept = now - self.retention
+        setting = f"{self.source.name}.{ALLOW_GAP_SETTING.name}"
+        message = (
+            f"{self.source.label} stream '{self.name}': events recorded between "
+            f"{iso_second(since)} and {iso_second(oldest_kept)} "
+            f"({duration_text(oldest_kept - since)}) may be missing for good: the bookmark "
+            f"is {duration_text(age)} old and {kept} (run the tap at least every "
+            f"{duration_text(self.retention)}; set {setting}=true to acknowledge this gap)"
+        )
+        if self.settings.get(ALLOW_GAP_SETTING.name):
+            self.logger.warning("%s; acknowledged by %s", message, setting)
+            return
+        self.logger.error("%s", message)
+        self._gaps.append(message)
 
     def describe_failure(self, error: BaseException) -> str:
         """One line for a failure; stack traces only with --log-level debug."""
@@ -374,6 +473,27 @@ class EventStream(RESTStream):
         if len(self._seen_ids) > self.DEDUPE_WINDOW:
             self._seen_ids.popitem(last=False)
         return False
+
+
+def duration_text(span: datetime.timedelta) -> str:
+    """`25 h 3 min`, `14 d 2 h`, `40 min`: a span as people read it in a log line.
+
+    Under two days in hours, so a 24-hour retention reads `24 h`, not `1 d`.
+    """
+    minutes = int(span.total_seconds() // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days >= 2:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    hours += 24 * days
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{minutes} min"
+
+
+def iso_second(moment: datetime.datetime) -> str:
+    """`2026-11-21T09:15:02Z`."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:

@@ -11,11 +11,16 @@ import typing as t
 from tap_events.emulator.alpaca import AlpacaAPI
 from tap_events.emulator.app import EmulatorApp, EmulatorServer
 from tap_events.emulator.box import BoxAPI
+from tap_events.emulator.discue import DiscueAPI
 
 if t.TYPE_CHECKING:
     from tap_events.emulator.base import EmulatedAPI
 
-EMULATED_APIS: dict[str, type[EmulatedAPI]] = {"box": BoxAPI, "alpaca": AlpacaAPI}
+EMULATED_APIS: dict[str, type[EmulatedAPI]] = {
+    "box": BoxAPI,
+    "alpaca": AlpacaAPI,
+    "discue": DiscueAPI,
+}
 
 
 def build_app(
@@ -47,7 +52,7 @@ def start_emulator(
 
 def tap_config(server_url: str) -> dict[str, t.Any]:
     """A tap config pointing every API at the emulator, with the emulator's credentials."""
-    from tap_events.emulator import alpaca, box
+    from tap_events.emulator import alpaca, box, discue
 
     return {
         "box": {
@@ -62,5 +67,9 @@ def tap_config(server_url: str) -> dict[str, t.Any]:
             "api_url": f"{server_url}/alpaca",
             "api_key": alpaca.API_KEY,
             "api_secret": alpaca.API_SECRET,
+        },
+        "discue": {
+            "api_url": f"{server_url}/discue/v1",
+            "api_key": discue.API_KEY,
         },
     }
