@@ -16,6 +16,7 @@ import time
 import typing as t
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cached_property
 from http import HTTPStatus
 
 import orjson
@@ -38,6 +39,13 @@ if t.TYPE_CHECKING:
 
 #: Longest wait honoured for one Retry-After / X-RateLimit-Reset unless configured otherwise.
 DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
+#: Seconds to connect, and to wait for the API's answer (or its next bytes), unless configured
+#: otherwise: a dead socket is noticed within a minute, not the SDK's 300 s.
+CONNECT_TIMEOUT_SECONDS = 10
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
+#: The SDK's own log line for a failing stream, which `EventStream.sync` replaces by one line
+#: naming the cause (see `EventStream.log`).
+SDK_FAILURE_LINE = "An unhandled error occurred while syncing"
 
 #: The setting, under an API's key, that acknowledges a gap past that API's retention. Listed
 #: in the settings of every API whose streams set `EventStream.retention`.
@@ -81,9 +89,6 @@ class EventStream(RESTStream):
     #: means events were purged before the tap read them (see `check_retention`).
     retention: t.ClassVar[datetime.timedelta | None] = None
 
-    # ``(connect, read)`` seconds: a dead socket is noticed within a minute, not the SDK's 300 s.
-    timeout = (10, 60)
-
     # Records are JSON from the API and the schemas are complete (tests/test_schemas.py checks
     # every emitted record against its schema), so the SDK's recursive per-field type
     # conformance, a third of its per-record cost, has nothing to fix.
@@ -106,6 +111,12 @@ class EventStream(RESTStream):
     @property
     def url_base(self) -> str:
         return str(self.settings["api_url"]).rstrip("/")
+
+    @property
+    def timeout(self) -> tuple[float, float]:  # type: ignore[override]
+        """``(connect, read)`` seconds; the read timeout is `request_timeout_seconds`."""
+        read = self.config.get("request_timeout_seconds") or DEFAULT_REQUEST_TIMEOUT_SECONDS
+        return (CONNECT_TIMEOUT_SECONDS, float(read))
 
     @property
     def secrets(self) -> list[str]:
@@ -220,6 +231,16 @@ class EventStream(RESTStream):
         self.logger.error("%s", message)
         self._gaps.append(message)
 
+    def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
+        """The SDK's logging hook, minus its own line for a failed stream.
+
+        `Stream.sync` logs "An unhandled error occurred while syncing ..." before re-raising;
+        `sync` here logs the cause in one line instead, so that line is kept for debug output.
+        """
+        if message.startswith(SDK_FAILURE_LINE):
+            level = logging.DEBUG
+        super().log(message, *args, level=level, **kwargs)
+
     def describe_failure(self, error: BaseException) -> str:
         """One line for a failure; stack traces only with --log-level debug."""
         if isinstance(error, TapEventsError):
@@ -231,8 +252,12 @@ class EventStream(RESTStream):
                 f"(check {self.source.name}.api_url and the network)",
                 self.secrets,
             )
-        text = f"{type(error).__name__}: {error}"
-        return redact(f"{self.source.label} stream '{self.name}' failed: {text}", self.secrets)
+        text = f"{type(error).__name__}: {error}".replace("\n", " ")
+        return redact(
+            f"{self.source.label} stream '{self.name}' failed: {text} (the API sent data the "
+            f"tap cannot read; TAP_EVENTS_LOGLEVEL=DEBUG shows the traceback)",
+            self.secrets,
+        )
 
     def checkpoint(self) -> None:
         """Emit STATE now, so a run killed later resumes from here.
@@ -317,7 +342,41 @@ class EventStream(RESTStream):
             self.checkpoint()
         self._pages_done += 1
         # Streaming bodies (`expects_json = False`) have no decoded body: the module reads them.
-        yield from self.parse_page(getattr(response, "decoded", None), response)
+        for record in self.parse_page(getattr(response, "decoded", None), response):
+            self.check_keys(record)
+            yield record
+
+    def check_keys(self, record: t.Any) -> None:
+        """Refuse a record whose primary key is missing or of the wrong type, naming the stream.
+
+        Records are otherwise passed on as the API sent them (per-record schema validation
+        would cost more than the rest of the tap), but a broken key would make the target's
+        upsert merge or drop rows, so it stops the stream instead.
+        """
+        if not isinstance(record, dict):
+            raise TapEventsError(
+                f"{self.source.label} stream '{self.name}': the API sent an event that is not "
+                f"a JSON object: {str(record)[:80]!r}"
+            )
+        for key, expected in self.key_types.items():
+            value = record.get(key)
+            if not isinstance(value, expected) or isinstance(value, bool) or value == "":
+                raise TapEventsError(
+                    f"{self.source.label} stream '{self.name}': an event whose key '{key}' is "
+                    f"{value!r}, not a {expected.__name__} (the API sent data that breaks the "
+                    f"stream's schema): {str(record)[:120]}"
+                )
+
+    @cached_property
+    def key_types(self) -> dict[str, type]:
+        """Each primary key and the Python type its schema declares (`str` unless integer)."""
+        properties = self.schema.get("properties", {})
+        types = {}
+        for key in self.primary_keys or ():
+            declared = properties.get(key, {}).get("type", "string")
+            declared = declared if isinstance(declared, list) else [declared]
+            types[key] = int if "integer" in declared else str
+        return types
 
     def parse_page(self, body: t.Any, response: requests.Response) -> t.Iterable[dict]:
         """The records of one decoded page, in API order."""
@@ -386,11 +445,19 @@ class EventStream(RESTStream):
         return redact(message.replace("\n", " "), self.secrets)
 
     def error_hint(self, status: int) -> str:
+        """What to check for this status: the API's own hint, else one that fits every API."""
         hint = self.error_hints.get(status)
         if hint:
             return hint
+        if status == HTTPStatus.UNAUTHORIZED:
+            return f"check {self.source.credentials_hint()}; not retried"
+        if status == HTTPStatus.FORBIDDEN:
+            return (f"check that {self.source.credentials_hint()} may read this stream; "
+                    "not retried")
         if status == HTTPStatus.NOT_FOUND:
             return f"check {self.source.name}.api_url"
+        if status == HTTPStatus.BAD_REQUEST:
+            return f"check the {self.source.name} settings and this stream's bookmark in the state"
         if status == HTTPStatus.TOO_MANY_REQUESTS:
             return "rate limited; retried until max_retry_wait_seconds or the retry budget ran out"
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR:

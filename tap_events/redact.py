@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import typing as t
 
 MASK = "***"
+
+#: A credential in an Authorization header's form, wherever it is echoed (an error body, an
+#: exception): also masks tokens the tap never saw as settings, like minted OAuth tokens.
+#: Tokens are long and contain a digit, so "Basic settings" in prose stays readable.
+AUTHORIZATION_VALUE = re.compile(
+    r"\b(Bearer|Basic)(\s+)(?=[A-Za-z0-9\-._~+/]*[0-9])[A-Za-z0-9\-._~+/]{12,}=*", re.IGNORECASE
+)
 
 
 def redact(text: str, secrets: t.Iterable[str]) -> str:
     """`text` with every secret value replaced by ***, longest first."""
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    return text
+    return AUTHORIZATION_VALUE.sub(rf"\1\2{MASK}", text)
 
 
 def basic_credentials(username: str, password: str) -> str:
@@ -29,8 +37,6 @@ class RedactingFilter(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             # Render the traceback here so a secret in an exception never reaches a handler.

@@ -48,6 +48,15 @@ class TapEvents(Tap):
             description="Longest single wait honoured when an API sends Retry-After or "
             "X-RateLimit-Reset; a longer request fails the stream instead of stalling the run.",
         ),
+        th.Property(
+            "request_timeout_seconds",
+            th.NumberType(minimum=0.1),
+            default=60,
+            description="How long to wait for an API to answer a request, or to send the next "
+            "bytes of an answer, before the request is retried (connecting has 10 s). Alpaca's "
+            "streams use alpaca.idle_timeout_seconds instead, as their answers pause between "
+            "heartbeats.",
+        ),
         *(source.config_property for source in SOURCES),
     ).to_dict()
 

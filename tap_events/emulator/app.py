@@ -6,7 +6,11 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
 - `POST /_emulator/faults` `{"api", "path"?, "kind", "times", ...}`: queue a fault for the
   next matching requests. Kinds: `status` (answer `status` with `headers`/`body`, e.g. 429 with
   Retry-After), `slow` (wait `delay` seconds, then answer normally), `drop` (send half the
-  body, then close the connection), `truncate` (a complete 200 whose JSON is cut short); any
+  body, then close the connection), `truncate` (a complete 200 whose JSON is cut short, after
+  `options.keep` bytes or half), `echo` (answer `status` with an error body quoting the
+  request's headers, query and body, as careless servers do: secrets included), `mutate`
+  (the normal answer with one JSON value, picked by `options.seed`, replaced by
+  `options.value`; in an event stream, inside one `data:` payload); any
   other kind belongs to the API (e.g. Alpaca's `sse_internal_error`), which finds the fault in
   the request's WSGI environ under `emulator.fault` and reads its `options`;
 - `DELETE /_emulator/faults`: clear them.
@@ -15,6 +19,7 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import threading
 import time
@@ -51,7 +56,7 @@ class Fault:
 
 
 #: Fault kinds the app applies itself; the API handles the others.
-APP_FAULT_KINDS = frozenset({"status", "slow", "drop", "truncate"})
+APP_FAULT_KINDS = frozenset({"status", "slow", "drop", "truncate", "echo", "mutate"})
 
 
 class EmulatorApp:
@@ -80,6 +85,8 @@ class EmulatorApp:
         if fault and fault.kind == "status":
             body = fault.body if fault.body is not None else {"message": "injected fault"}
             return json_response(body, fault.status, fault.headers)
+        if fault and fault.kind == "echo":
+            return self.echoed(request, fault)
         if fault and fault.kind == "slow":
             time.sleep(fault.delay)
         if self.latency:
@@ -91,8 +98,20 @@ class EmulatorApp:
             return self.dropped(request, response)
         if fault and fault.kind == "truncate":
             data = response.get_data()
-            response.set_data(data[: max(1, len(data) // 2)])
+            response.set_data(data[: max(1, fault.options.get("keep", len(data) // 2))])
+        if fault and fault.kind == "mutate":
+            rng = random.Random(fault.options.get("seed", 0))
+            response.set_data(mutated(response.get_data(), rng, fault.options.get("value")))
         return response
+
+    @staticmethod
+    def echoed(request: Request, fault: Fault) -> Response:
+        """An error body that quotes the request, credentials and all."""
+        quoted = (f"request {request.method} {request.full_path} failed; headers: "
+                  f"{dict(request.headers)}; body: {request.get_data(as_text=True)[:500]}")
+        body = {"message": quoted, "title": quoted, "error": "server_error",
+                "error_description": quoted}
+        return json_response(body, fault.status, fault.headers)
 
     @staticmethod
     def dropped(request: Request, response: Response) -> Response:
@@ -190,3 +209,45 @@ class EmulatorServer:
         """Expected distinct events per tap stream, over every emulated API."""
         apis = self.app.apis.values()
         return {name: n for api in apis for name, n in api.stream_counts().items()}
+
+
+def mutated(data: bytes, rng: random.Random, value: t.Any) -> bytes:
+    """`data` with one JSON value replaced by `value`: in the document, or in one `data:` line
+    of an event stream (a payload spread over several lines is replaced whole)."""
+    try:
+        return orjson.dumps(replace_one(orjson.loads(data), rng, value))
+    except orjson.JSONDecodeError:
+        pass
+    lines = data.split(b"\n")
+    payloads = [n for n, line in enumerate(lines) if line.startswith(b"data:")]
+    if not payloads:
+        return data
+    number = rng.choice(payloads)
+    try:
+        payload = replace_one(orjson.loads(lines[number][5:]), rng, value)
+    except orjson.JSONDecodeError:
+        payload = value
+    lines[number] = b"data: " + orjson.dumps(payload)
+    return b"\n".join(lines)
+
+
+def replace_one(document: t.Any, rng: random.Random, value: t.Any) -> t.Any:
+    """`document` with one of its first 2000 values (the whole document included) replaced."""
+    places: list[tuple[t.Any, t.Any]] = [(None, None)]
+    pending = [document]
+    while pending and len(places) < 2000:
+        node = pending.pop()
+        if isinstance(node, dict):
+            keys: t.Iterable[t.Any] = list(node)
+        elif isinstance(node, list):
+            keys = range(len(node))
+        else:
+            continue
+        for key in keys:
+            places.append((node, key))
+            pending.append(node[key])
+    parent, key = rng.choice(places)
+    if parent is None:
+        return value
+    parent[key] = value
+    return document

@@ -29,6 +29,9 @@ class EmulatedAPI:
 
     name: t.ClassVar[str]
     url_map: t.ClassVar[Map]
+    #: The path prefix of the requests that read events (not a token endpoint's): tests aim
+    #: faults at it to hit the event streams of this API and nothing else.
+    fault_path: t.ClassVar[str] = ""
 
     def __init__(self, *, events: int, seed: int, now: datetime.datetime | None = None) -> None:
         self.seed = seed

@@ -54,6 +54,7 @@ class BoxAPI(EmulatedAPI):
         Rule("/2.0/events", endpoint="events", methods=["GET"]),
         Rule("/oauth2/token", endpoint="token", methods=["POST"]),
     ])
+    fault_path = "/2.0/events"
 
     #: Every this many pages of an at-least-once feed comes back at half size.
     SHORT_PAGE_EVERY = 5

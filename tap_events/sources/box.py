@@ -153,7 +153,9 @@ class BoxClientCredentials(OAuthAuthenticator):
     #: Refresh this long before expiry so a token never dies between check and use.
     EARLY_REFRESH_SECONDS = 60
 
-    def __init__(self, settings: dict[str, t.Any]) -> None:
+    def __init__(self, settings: dict[str, t.Any], secrets: list[str]) -> None:
+        #: The run's secret values (shared with the log filter): each minted token joins them.
+        self.secrets = secrets
         super().__init__(
             auth_endpoint=settings["token_url"],
             client_id=settings["client_id"],
@@ -182,6 +184,11 @@ class BoxClientCredentials(OAuthAuthenticator):
             return True
         age = (datetime.datetime.now(datetime.UTC) - self.last_refreshed).total_seconds()
         return age < self.expires_in - self.EARLY_REFRESH_SECONDS
+
+    def update_access_token(self) -> None:
+        super().update_access_token()
+        if self.access_token:
+            self.secrets.append(self.access_token)
 
     def invalidate(self) -> None:
         self.access_token = None
@@ -242,7 +249,7 @@ class BoxStream(EventStream):
             return self.shared(
                 "auth", lambda: BearerTokenAuthenticator(token=settings["access_token"])
             )
-        return self.shared("auth", lambda: BoxClientCredentials(settings))
+        return self.shared("auth", lambda: BoxClientCredentials(settings, self.secrets))
 
     def retry_after_refresh(self, response: requests.Response) -> bool:
         """A 401 with minted tokens: mint one new token and retry once."""
