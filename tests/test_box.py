@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 
 import pytest
 
-from tap_events.emulator.box import USER_BASE
+from tap_events.emulator.box import ENTERPRISE_BASE, USER_BASE
 from tests.support import discover, log_lines, run_tap
 
 
@@ -100,7 +101,11 @@ def test_empty_page_keeps_bookmark(emulator, config):
     second = run_tap(cfg, state=first.final_state)
     assert second.returncode == 0, second.stderr
     assert second.records() == []
-    assert second.final_state["bookmarks"] == bookmarks
+    for stream in ("box_events", "box_enterprise_events"):
+        bookmark = second.final_state["bookmarks"][stream]
+        assert bookmark["replication_key_value"] == bookmarks[stream]["replication_key_value"]
+        # Only the time the feed was read through moves on: nothing was missed until now.
+        assert bookmark["position_time"] > bookmarks[stream]["position_time"]
 
 
 def test_admin_logs_empty_page_position_zero_keeps_bookmark(emulator, config):
@@ -197,3 +202,70 @@ def test_user_stream_type_is_sent(emulator, config, feed):
     assert run.returncode == 0
     pages = [r for r in emulator.requests("box") if r["path"] == "/2.0/events"]
     assert {r["query"]["stream_type"][0] for r in pages} == {feed}
+
+
+def position_state(stream: str, position: str, days_ago: float | None) -> dict:
+    bookmark = {"replication_key": "stream_position", "replication_key_value": position}
+    if days_ago is not None:
+        moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days_ago)
+        bookmark["position_time"] = moment.isoformat()
+    return {"bookmarks": {stream: bookmark}}
+
+
+@pytest.mark.parametrize(("setting", "feed", "stream", "base", "kept_days"), [
+    ("user_stream_type", "all", "box_events", USER_BASE, 21),
+    ("user_stream_type", "sync", "box_events", USER_BASE, 31),
+    ("enterprise_stream_type", "admin_logs_streaming", "box_enterprise_events",
+     ENTERPRISE_BASE, 14),
+])
+def test_position_older_than_the_feed_keeps_events_is_a_gap(emulator, config, setting, feed,
+                                                            stream, base, kept_days):
+    cfg = box_only(config, **{setting: feed})
+    position = str(base + 600)
+
+    old = run_tap(cfg, state=position_state(stream, position, kept_days + 1), streams=[stream])
+    assert old.returncode == 1
+    # What still exists after the position is loaded all the same, and bookmarked.
+    assert len(old.ids(stream)) == 600 + 1  # the feed repeats the event at the position
+    assert old.bookmark(stream)["replication_key_value"] == str(base + 1200)
+    gap = [line for line in log_lines(old, "ERROR") if "may be missing" in line]
+    assert gap and f"Box keeps events for {kept_days} d" in gap[0]
+    assert f"the bookmark is {kept_days + 1} d old" in gap[0] and "box.allow_gap" in gap[0]
+
+    young = run_tap(cfg, state=position_state(stream, position, kept_days - 1),
+                    streams=[stream])
+    assert young.returncode == 0, young.stderr
+    assert not log_lines(young, "ERROR")
+    assert any("run the tap more often" in line for line in log_lines(young, "WARNING"))
+
+    acknowledged = run_tap(box_only(cfg, allow_gap=True),
+                           state=position_state(stream, position, kept_days + 1),
+                           streams=[stream])
+    assert acknowledged.returncode == 0, acknowledged.stderr
+    assert any("acknowledged by box.allow_gap" in line
+               for line in log_lines(acknowledged, "WARNING"))
+
+
+def test_position_state_without_a_time_is_not_checked_and_gains_one(emulator, config):
+    """States written before `position_time` existed still resume, exactly where they were."""
+    state = position_state("box_events", str(USER_BASE + 600), days_ago=None)
+    before = datetime.datetime.now(datetime.UTC)
+    run = run_tap(box_only(config), state=state, streams=["box_events"])
+    assert run.returncode == 0, run.stderr
+    assert not log_lines(run, "ERROR") and not log_lines(run, "WARNING")
+    assert len(run.ids("box_events")) == 601
+    bookmark = run.bookmark("box_events")
+    assert bookmark["replication_key_value"] == str(USER_BASE + 1200)
+    # Read through the moment the final empty page was asked for.
+    assert datetime.datetime.fromisoformat(bookmark["position_time"]) >= before
+
+
+def test_position_time_is_the_last_page_read_not_the_run_end(emulator, config):
+    """A STATE between pages carries the time of the newest event read, not the clock."""
+    run = run_tap(box_only(config, page_size=100), streams=["box_events"])
+    middle = run.states[3]["bookmarks"]["box_events"]
+    newest = datetime.datetime.fromisoformat(middle["position_time"])
+    api = emulator.app.apis["box"]
+    index = int(middle["replication_key_value"]) - USER_BASE
+    # The page ending at that position ends with event index-1, recorded a second after it.
+    assert newest == api.time_of(index - 1) + datetime.timedelta(seconds=1)

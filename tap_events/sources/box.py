@@ -22,7 +22,7 @@ from singer_sdk import typing as th
 from singer_sdk.authenticators import BearerTokenAuthenticator, OAuthAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_events.client import EventStream, TapEventsError
+from tap_events.client import ALLOW_GAP_SETTING, EventStream, TapEventsError
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
@@ -33,6 +33,13 @@ if t.TYPE_CHECKING:
 OLDEST = "0"
 #: The tap-added field carrying the page cursor (see `BoxPositionStream.parse_page`).
 POSITION_FIELD = "stream_position"
+#: Beside a position bookmark in the state: the time up to which the feed had been read at
+#: that position (events recorded later may be unread). A position does not tell its time, and
+#: the retention guard needs one; states written before this key existed are not checked.
+POSITION_TIME_KEY = "position_time"
+#: Days Box keeps the events of each feed (../shared/apis/box.md, guide table).
+RETENTION_DAYS = {"all": 21, "changes": 21, "sync": 31, "admin_logs": 365,
+                  "admin_logs_streaming": 14}
 
 # ------------------------------------------------------------------------------ settings
 
@@ -64,6 +71,7 @@ SETTINGS = (
                 description="Only these enterprise event types (e.g. LOGIN, UPLOAD)."),
     th.Property("page_size", th.IntegerType(minimum=1, maximum=500), default=500,
                 description="Events asked for per page (Box's maximum is 500)."),
+    ALLOW_GAP_SETTING,
 )
 
 # ------------------------------------------------------------------------------ schema
@@ -280,6 +288,28 @@ class BoxStream(EventStream):
     def stream_type(self) -> str:
         raise NotImplementedError
 
+    @property
+    def retention(self) -> datetime.timedelta:  # type: ignore[override]
+        return datetime.timedelta(days=RETENTION_DAYS[self.stream_type])
+
+    def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
+        """For a position bookmark, the time stored beside it (`POSITION_TIME_KEY`)."""
+        if self.replication_key != POSITION_FIELD:
+            return super().bookmark_time(context)
+        value = self.get_context_state(context).get(POSITION_TIME_KEY)
+        if self.bookmark(context) is None or not value:
+            return None
+        return event_time({"created_at": value})
+
+    def note_read_through(self, moment: datetime.datetime | None) -> None:
+        """Move the bookmark's time forward to `moment` (never back)."""
+        if moment is None:
+            return
+        state = self.get_context_state(self.context)
+        known = event_time({"created_at": state.get(POSITION_TIME_KEY)})
+        if known is None or moment > known:
+            state[POSITION_TIME_KEY] = moment.astimezone(datetime.UTC).isoformat()
+
     def starting_position(self, context: Context | None) -> str:
         """The bookmark, or the oldest retained event on a first run.
 
@@ -309,6 +339,8 @@ class BoxStream(EventStream):
         """
         entries = body.get("entries") or []
         if not entries:
+            # Caught up: every event recorded before this request was sent has been read.
+            self.note_read_through(datetime.datetime.now(datetime.UTC) - response.elapsed)
             return
         sent = parse_qs(urlsplit(response.request.url).query).get(  # type: ignore[arg-type]
             "stream_position", [OLDEST]
@@ -321,6 +353,8 @@ class BoxStream(EventStream):
                 else sent
             )
             yield event
+        # Runs once the page's last event was written: the STATE after this page carries it.
+        self.note_read_through(max(filter(None, map(event_time, entries)), default=None))
 
     @cached_property
     def start_date(self) -> datetime.datetime | None:
@@ -392,6 +426,18 @@ class BoxEnterpriseEventsStream(BoxStream):
         for event in body.get("entries") or []:
             event[POSITION_FIELD] = None if position in (None, 0) else str(position)
             yield event
+
+
+def event_time(event: t.Any) -> datetime.datetime | None:
+    """When Box recorded an event (`recorded_at`, else `created_at`); None if unreadable."""
+    if not isinstance(event, dict):
+        return None
+    value = event.get("recorded_at") or event.get("created_at")
+    try:
+        moment = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 SOURCE = Source(
