@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from http import HTTPStatus
 
+import backoff
 import orjson
 import requests
 from singer_sdk import RESTStream
@@ -245,6 +246,10 @@ class EventStream(RESTStream):
         """One line for a failure; stack traces only with --log-level debug."""
         if isinstance(error, TapEventsError):
             return redact(str(error), self.secrets)
+        if isinstance(error, RetriableAPIError):
+            # Already one line naming the API, the stream and the response.
+            return redact(f"{error}; gave up after {self.backoff_max_tries()} tries",
+                          self.secrets)
         if isinstance(error, requests.exceptions.RequestException):
             text = f"{type(error).__name__}: {error}"
             return redact(
@@ -401,7 +406,8 @@ class EventStream(RESTStream):
             except ValueError as error:
                 raise RetriableAPIError(
                     f"{self.source.label} stream '{self.name}': HTTP {status} with a body that "
-                    f"is not valid JSON ({error}); {len(response.content)} bytes received",
+                    f"is not valid JSON ({error}); {len(response.content)} bytes received "
+                    f"(check {self.source.name}.api_url, and any proxy between)",
                     response,
                 ) from error
 
@@ -466,6 +472,33 @@ class EventStream(RESTStream):
 
     # ----------------------------------------------------------------- retries
 
+    #: What the SDK retries (`RESTStream.request_decorator`, singer-sdk 0.54).
+    RETRIED_ERRORS = (
+        ConnectionResetError,
+        RetriableAPIError,
+        requests.exceptions.Timeout,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    )
+
+    def request_decorator(self, func: t.Callable) -> t.Callable:
+        """The SDK's retry decorator, with python-backoff's own log lines at debug level.
+
+        `backoff_handler` already logs each retry, and `sync` the final failure, in one line
+        each; backoff would add "Backing off ..." and an ERROR "Giving up ...".
+        """
+        return backoff.on_exception(
+            self.backoff_wait_generator,
+            self.RETRIED_ERRORS,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=self.logger,
+            backoff_log_level=logging.DEBUG,
+            giveup_log_level=logging.DEBUG,
+        )(func)
+
     def backoff_max_tries(self) -> int:
         return int(self.config.get("max_retries", 6))
 
@@ -481,6 +514,8 @@ class EventStream(RESTStream):
         """Seconds to wait before the next try: what the API asked for, else back-off."""
         cap = float(self.config.get("max_retry_wait_seconds", DEFAULT_MAX_RETRY_WAIT_SECONDS))
         response = getattr(error, "response", None)
+        if response is not None and response.status_code == HTTPStatus.UNAUTHORIZED:
+            return 0.0  # the one retry with a fresh token (`retry_after_refresh`)
         asked = retry_after_seconds(response) if response is not None else None
         if asked is not None:
             if asked > cap:

@@ -9,8 +9,9 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
   body, then close the connection), `truncate` (a complete 200 whose JSON is cut short, after
   `options.keep` bytes or half), `echo` (answer `status` with an error body quoting the
   request's headers, query and body, as careless servers do: secrets included), `mutate`
-  (the normal answer with one JSON value, picked by `options.seed`, replaced by
-  `options.value`; in an event stream, inside one `data:` payload); any
+  (the normal answer with one JSON value replaced by `options.value`: the first value of the
+  field `options.key` if given, else one picked by `options.seed`; in an event stream, inside
+  one `data:` payload); any
   other kind belongs to the API (e.g. Alpaca's `sse_internal_error`), which finds the fault in
   the request's WSGI environ under `emulator.fault` and reads its `options`;
 - `DELETE /_emulator/faults`: clear them.
@@ -18,12 +19,14 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import socket
 import threading
 import time
 import typing as t
+from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
@@ -100,8 +103,8 @@ class EmulatorApp:
             data = response.get_data()
             response.set_data(data[: max(1, fault.options.get("keep", len(data) // 2))])
         if fault and fault.kind == "mutate":
-            rng = random.Random(fault.options.get("seed", 0))
-            response.set_data(mutated(response.get_data(), rng, fault.options.get("value")))
+            pick = Pick(random.Random(fault.options.get("seed", 0)), fault.options.get("key"))
+            response.set_data(mutated(response.get_data(), pick, fault.options.get("value")))
         return response
 
     @staticmethod
@@ -211,32 +214,50 @@ class EmulatorServer:
         return {name: n for api in apis for name, n in api.stream_counts().items()}
 
 
-def mutated(data: bytes, rng: random.Random, value: t.Any) -> bytes:
+
+@dataclass
+class Pick:
+    """Which value a `mutate` fault replaces: the first of field `key`, or a random one."""
+
+    rng: random.Random
+    key: str | None = None
+
+
+def mutated(data: bytes, pick: Pick, value: t.Any) -> bytes:
     """`data` with one JSON value replaced by `value`: in the document, or in one `data:` line
     of an event stream (a payload spread over several lines is replaced whole)."""
     try:
-        return orjson.dumps(replace_one(orjson.loads(data), rng, value))
+        return dumps(replace_one(orjson.loads(data), pick, value))
     except orjson.JSONDecodeError:
         pass
     lines = data.split(b"\n")
     payloads = [n for n, line in enumerate(lines) if line.startswith(b"data:")]
     if not payloads:
         return data
-    number = rng.choice(payloads)
+    number = payloads[0] if pick.key else pick.rng.choice(payloads)
     try:
-        payload = replace_one(orjson.loads(lines[number][5:]), rng, value)
+        payload = replace_one(orjson.loads(lines[number][5:]), pick, value)
     except orjson.JSONDecodeError:
         payload = value
-    lines[number] = b"data: " + orjson.dumps(payload)
+    lines[number] = b"data: " + dumps(payload)
     return b"\n".join(lines)
 
 
-def replace_one(document: t.Any, rng: random.Random, value: t.Any) -> t.Any:
-    """`document` with one of its first 2000 values (the whole document included) replaced."""
+def dumps(document: t.Any) -> bytes:
+    """JSON bytes; integers beyond 64 bits (which orjson refuses) through the stdlib."""
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return json.dumps(document).encode()
+
+
+def replace_one(document: t.Any, pick: Pick, value: t.Any) -> t.Any:
+    """`document` with one of its first 2000 values (the whole document included) replaced,
+    visited breadth first so `pick.key` finds the shallowest field of that name."""
     places: list[tuple[t.Any, t.Any]] = [(None, None)]
-    pending = [document]
+    pending = deque([document])
     while pending and len(places) < 2000:
-        node = pending.pop()
+        node = pending.popleft()
         if isinstance(node, dict):
             keys: t.Iterable[t.Any] = list(node)
         elif isinstance(node, list):
@@ -244,9 +265,14 @@ def replace_one(document: t.Any, rng: random.Random, value: t.Any) -> t.Any:
         else:
             continue
         for key in keys:
+            if pick.key is not None and key == pick.key:
+                node[key] = value
+                return document
             places.append((node, key))
             pending.append(node[key])
-    parent, key = rng.choice(places)
+    if pick.key is not None:
+        return document
+    parent, key = pick.rng.choice(places)
     if parent is None:
         return value
     parent[key] = value

@@ -207,7 +207,8 @@ class AlpacaStream(EventStream):
         "live keys differ)",
         HTTPStatus.FORBIDDEN: "check alpaca.api_key and alpaca.api_secret (sandbox and "
         "live keys differ)",
-        HTTPStatus.BAD_REQUEST: "Alpaca refused the since/until bounds",
+        HTTPStatus.BAD_REQUEST: "Alpaca refused the since/until bounds: check start_date "
+        "and this stream's bookmark in the state",
     }
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
