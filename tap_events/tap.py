@@ -62,8 +62,17 @@ class TapEvents(Tap):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures: dict[str, str] = {}
-        super().__init__(*args, **kwargs)
-        self.secret_values = self._collect_secrets()
+        try:
+            super().__init__(*args, **kwargs)
+        except ConfigValidationError as error:
+            # jsonschema quotes the value it refuses: a secret in the wrong type would be shown.
+            secrets = secret_values(getattr(self, "_config", None) or {})
+            raise ConfigValidationError(
+                str(error),
+                errors=[redact(message, secrets) for message in error.errors],
+                schema=error.schema,
+            ) from None
+        self.secret_values = secret_values(self.config)
         redacting = RedactingFilter(self.secret_values)
         for handler in logging.getLogger().handlers:
             handler.addFilter(redacting)
@@ -71,15 +80,6 @@ class TapEvents(Tap):
             errors = settings_errors(self.config)
             if errors:
                 raise ConfigValidationError("Config validation failed", errors=errors)
-
-    def _collect_secrets(self) -> list[str]:
-        values: list[str] = []
-        for source in SOURCES:
-            settings = self.config.get(source.name) or {}
-            values += [str(settings[key]) for key in source.secret_settings if settings.get(key)]
-            if source.derived_secrets:
-                values += source.derived_secrets(settings)
-        return values
 
     def discover_streams(self) -> list[Stream]:
         """Every stream of every API, whatever is configured: a sync skips the rest."""
@@ -103,6 +103,24 @@ class TapEvents(Tap):
                 redact(summary, self.secret_values),
             )
             sys.exit(1)
+
+
+def secret_values(config: t.Mapping[str, t.Any]) -> list[str]:
+    """Every secret in the config, as text: settings marked secret (whatever their type, as
+    a wrongly typed one is still a secret), and what each API derives from them."""
+    values: list[str] = []
+    for source in SOURCES:
+        settings = config.get(source.name)
+        if not isinstance(settings, dict):
+            continue
+        for key in source.secret_settings:
+            value = settings.get(key)
+            if value:
+                values.append(str(value))
+                values += [str(item) for item in value] if isinstance(value, list) else []
+        if source.derived_secrets:
+            values += source.derived_secrets(settings)
+    return values
 
 
 def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
