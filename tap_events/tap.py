@@ -50,7 +50,7 @@ class TapEvents(Tap):
         ),
         th.Property(
             "request_timeout_seconds",
-            th.NumberType(minimum=0.1),
+            th.NumberType(minimum=0.1, maximum=3600),
             default=60,
             description="How long to wait for an API to answer a request, or to send the next "
             "bytes of an answer, before the request is retried (connecting has 10 s). Alpaca's "
