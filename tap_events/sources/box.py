@@ -274,15 +274,9 @@ class BoxStream(EventStream):
         raise NotImplementedError
 
     def starting_position(self, context: Context | None) -> str:
-        """The bookmark, or the oldest retained event on a first run.
-
-        With no bookmark the SDK hands back `start_date` as the starting value even for a
-        non-time key; a position is never a date, so that means "no bookmark".
-        """
-        value = self.get_starting_replication_key_value(context)
-        if value in (None, "", self.config.get("start_date")):
-            return OLDEST
-        return str(value)
+        """The bookmark, or the oldest retained event on a first run."""
+        value = self.bookmark(context)
+        return OLDEST if value is None else str(value)
 
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         params: dict[str, t.Any] = {
