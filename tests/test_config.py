@@ -1,0 +1,52 @@
+"""The settings contract: sample_config.json documents every setting, bad values are refused
+with the setting named, before any request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tap_events.tap import TapEvents
+from tests.support import log_lines, run_tap
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_of(schema: dict, prefix: str = "") -> set[str]:
+    names = set()
+    for key, prop in schema["properties"].items():
+        if "properties" in prop:
+            names |= settings_of(prop, f"{prefix}{key}.")
+        else:
+            names.add(f"{prefix}{key}")
+    return names
+
+
+def test_sample_config_lists_every_tap_setting():
+    own = {"properties": {k: v for k, v in TapEvents.config_jsonschema["properties"].items()}}
+    sample = json.loads((ROOT / "sample_config.json").read_text())
+    assert settings_of(own) == settings_of({"properties": {
+        k: ({"properties": v} if isinstance(v, dict) else {}) for k, v in sample.items()
+    }})
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"start_date": "yesterday"}, "start_date 'yesterday'"),
+        ({"box": {"page_size": 900, "access_token": "x"}}, "config['box']['page_size']"),
+        ({"box": {"user_stream_type": "everything", "access_token": "x"}},
+         "config['box']['user_stream_type']"),
+        ({"box": {"api_url": "http://box.example.com/2.0", "access_token": "x"}},
+         "box.api_url 'http://box.example.com/2.0'"),
+        ({"max_retries": "many"}, "config['max_retries']"),
+    ],
+)
+def test_bad_setting_stops_before_any_request_naming_it(config, named):
+    run = run_tap(config)
+    assert run.returncode == 1
+    assert any(named in line for line in log_lines(run, "ERROR")), run.stderr
+    assert run.records() == []
+    assert "Traceback" not in run.stderr
