@@ -11,11 +11,14 @@ import typing as t
 from tap_events.emulator.alpaca import AlpacaAPI
 from tap_events.emulator.app import EmulatorApp, EmulatorServer
 from tap_events.emulator.box import BoxAPI
+from tap_events.emulator.socotra import SocotraAPI
 
 if t.TYPE_CHECKING:
     from tap_events.emulator.base import EmulatedAPI
 
-EMULATED_APIS: dict[str, type[EmulatedAPI]] = {"box": BoxAPI, "alpaca": AlpacaAPI}
+EMULATED_APIS: dict[str, type[EmulatedAPI]] = {
+    "box": BoxAPI, "socotra": SocotraAPI, "alpaca": AlpacaAPI,
+}
 
 
 def build_app(
@@ -47,7 +50,7 @@ def start_emulator(
 
 def tap_config(server_url: str) -> dict[str, t.Any]:
     """A tap config pointing every API at the emulator, with the emulator's credentials."""
-    from tap_events.emulator import alpaca, box
+    from tap_events.emulator import alpaca, box, socotra
 
     return {
         "box": {
@@ -57,6 +60,12 @@ def tap_config(server_url: str) -> dict[str, t.Any]:
             "client_secret": box.CLIENT_SECRET,
             "subject_type": "enterprise",
             "subject_id": "12345",
+        },
+        "socotra": {
+            "api_url": f"{server_url}/socotra",
+            "token": socotra.TOKEN,
+            "tenant_locators": list(socotra.TENANTS),
+            "policy_locators": list(socotra.POLICY_LOCATORS),
         },
         "alpaca": {
             "api_url": f"{server_url}/alpaca",

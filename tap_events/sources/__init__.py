@@ -1,5 +1,5 @@
 """Every API the tap reads. Adding an API: write its module, then list its SOURCE here."""
 
-from tap_events.sources import alpaca, box
+from tap_events.sources import alpaca, box, socotra
 
-SOURCES = (box.SOURCE, alpaca.SOURCE)
+SOURCES = (box.SOURCE, socotra.SOURCE, alpaca.SOURCE)
