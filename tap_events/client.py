@@ -44,6 +44,11 @@ class TapEventsError(FatalAPIError):
     Raised instead of a bare traceback; the tap prints `str(error)` and exits non-zero.
     """
 
+    def __init__(self, message: str, response: requests.Response | None = None) -> None:
+        # Keep the response out of `args`, or `str(error)` is a tuple's repr.
+        super().__init__(message)
+        self.response = response
+
 
 class EventStream(RESTStream):
     """Base class for one endpoint of one API."""

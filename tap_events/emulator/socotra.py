@@ -6,6 +6,8 @@
   an empty `events` page means caught up (the token then stays where it was);
 - events in ascending `timestamp` (ties by locator); `add_events(..., late_seconds=S)` inserts
   events stamped S seconds before the newest one, as a slow call's events land in Socotra;
+  with the option `repeat_last`, each page after the first repeats the previous page's last
+  event (an at-least-once token; Socotra does not document which kind it has);
 - `GET /event/{tenant}/events/schedules/policy/{policy}`: a bare array per policy;
 - `GET /event/{tenant}/events/schedules/failed/list?offset&count`: a bare array, paged;
 - 401 for a missing or wrong token, 403 for a token without the events permissions or for a
@@ -92,9 +94,13 @@ class SocotraAPI(EmulatedAPI):
              methods=["GET"]),
     ])
 
-    def __init__(self, *, events: int, seed: int,
-                 failed_jobs: t.Sequence[int] = FAILED_JOBS, **kwargs: t.Any) -> None:
+    def __init__(self, *, events: int, seed: int, failed_jobs: t.Sequence[int] = FAILED_JOBS,
+                 repeat_last: bool = False, **kwargs: t.Any) -> None:
         super().__init__(events=events, seed=seed, **kwargs)
+        #: Each page after the first repeats the last event of the previous one, as an
+        #: at-least-once cursor would. Socotra does not say whether its token does; off by
+        #: default, on in the test that the tap drops such repeats.
+        self.repeat_last = repeat_last
         self.regular = {TENANTS[0]: events, TENANTS[1]: events // 2}
         self.offset_ms = {TENANTS[0]: 0, TENANTS[1]: 500}
         #: Late events per tenant, sorted by (ms, locator); few, so kept in memory.
@@ -196,8 +202,9 @@ class SocotraAPI(EmulatedAPI):
         }
 
     def page(self, tenant: str, after: Key, end_ms: int | None, event_type: str | None,
-             size: int) -> tuple[list[dict], Key]:
-        """Up to `size` events ordered after `after`, merging regular and late events."""
+             size: int) -> tuple[list[dict], Key, tuple | None]:
+        """Up to `size` events ordered after `after`, merging regular and late events;
+        then the key and the generator arguments of the last one."""
         count, late = self.regular[tenant], self.late[tenant]
         base = self.regular_ms(tenant, 0)
         index = max(0, -(-(after[0] - base) // (1000 * EVENT_SPACING_SECONDS)))
@@ -205,6 +212,7 @@ class SocotraAPI(EmulatedAPI):
             index += 1
         late_index = bisect.bisect_right(late, after, key=lambda entry: entry[:2])
         events: list[dict] = []
+        last_source = None
         while len(events) < size:
             regular = self.regular_key(tenant, index) if index < count else None
             pending = late[late_index] if late_index < len(late) else None
@@ -221,8 +229,8 @@ class SocotraAPI(EmulatedAPI):
             event = self.event(tenant, key, *source)
             if event_type is None or event["type"] == event_type:
                 events.append(event)
-                after = key
-        return events, after
+                after, last_source = key, source
+        return events, after, last_source
 
     def scheduled_count(self, tenant: str, policy: str) -> int:
         return 2 + self.rng("schedules", tenant, policy).randrange(5)
@@ -259,7 +267,7 @@ class SocotraAPI(EmulatedAPI):
             try:
                 cursor = orjson.loads(base64.urlsafe_b64decode(token.encode()))
                 after, end_ms = (int(cursor["after"][0]), str(cursor["after"][1])), cursor["end"]
-                event_type, size = cursor["type"], int(cursor["size"])
+                event_type, size, previous = cursor["type"], int(cursor["size"]), cursor["src"]
             except (ValueError, KeyError, TypeError, IndexError):
                 return self.error(400, "bad_request", "Invalid pagingToken")
         else:
@@ -277,10 +285,13 @@ class SocotraAPI(EmulatedAPI):
                                   f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
             after = (to_ms(start), "") if start else (-1, "")
             end_ms = to_ms(end) if end else None
-            event_type = args.get("type")
+            event_type, previous = args.get("type"), None
         with self.lock:
-            events, after = self.page(tenant, after, end_ms, event_type, size)
-        cursor = {"after": list(after), "end": end_ms, "type": event_type, "size": size}
+            events, last, source = self.page(tenant, after, end_ms, event_type, size)
+        if self.repeat_last and events and previous:
+            events.insert(0, self.event(tenant, after, *previous))
+        cursor = {"after": list(last), "end": end_ms, "type": event_type, "size": size,
+                  "src": source or previous}
         paging_token = base64.urlsafe_b64encode(orjson.dumps(cursor)).decode()
         return json_response({"pagingToken": paging_token, "events": events})
 
