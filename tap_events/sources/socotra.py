@@ -177,7 +177,12 @@ class SocotraStream(EventStream):
 
     def parse_page(self, body: t.Any, response: requests.Response) -> t.Iterable[dict]:
         """The scheduled and failed listings answer bare JSON arrays."""
-        yield from body or []
+        if not isinstance(body, list):
+            raise TapEventsError(
+                f"{self.source.label} stream '{self.name}': expected a JSON array, got "
+                f"{type(body).__name__} (check socotra.api_url)", response,
+            )
+        yield from body
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         row[TENANT_FIELD] = (context or {})[TENANT_FIELD]
