@@ -23,13 +23,13 @@ from __future__ import annotations
 import base64
 import bisect
 import datetime
-import re
 import typing as t
 from http import HTTPStatus
 
 import orjson
 from werkzeug.routing import Map, Rule
 
+from tap_events import ulid
 from tap_events.emulator.base import (
     EVENT_SPACING_SECONDS,
     EmulatedAPI,
@@ -50,8 +50,6 @@ FAILED_JOBS = (137, 42)
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 EVENT_TYPES = [
     "policy.account.create", "policy.account.update", "policy.quote.create",
@@ -68,15 +66,6 @@ USERS = ["e4ddf9b9-c28e-4907-8722-35c28fcd7f40", "535b6a43-7178-4a0a-9038-f0b5e9
 
 #: Position in a tenant's ordered events: (timestamp in ms, locator).
 Key = tuple[int, str]
-
-
-def ulid(milliseconds: int, entropy: bytes) -> str:
-    value = (milliseconds << 80) | int.from_bytes(entropy[:10], "big")
-    return "".join(CROCKFORD[(value >> (5 * shift)) & 31] for shift in reversed(range(26)))
-
-
-def to_ms(moment: datetime.datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 def iso_ms(milliseconds: int) -> str:
@@ -128,7 +117,7 @@ class SocotraAPI(EmulatedAPI):
                 for number in range(share):
                     serial = len(self.late[target])
                     moment = newest - int(late_seconds * 1000) + number
-                    entry = (moment, ulid(moment, self.entropy("late", target, serial)), serial)
+                    entry = (moment, self.locator(moment, "late", target, serial), serial)
                     bisect.insort(self.late[target], entry)
             self.count = sum(self.regular.values()) + sum(map(len, self.late.values()))
             return {"events": self.count, "by_tenant": self.tenant_counts()}
@@ -146,28 +135,29 @@ class SocotraAPI(EmulatedAPI):
             "socotra_failed_scheduled_events": sum(self.failed_jobs.values()),
         }
 
-    def entropy(self, *key: t.Any) -> bytes:
-        return bytes.fromhex(self.digest(*key))
+    def locator(self, milliseconds: int, *key: t.Any) -> str:
+        """A ULID of that time whose random part is fixed by `key`."""
+        return ulid.encode(milliseconds, int(self.digest(*key)[:20], 16))
 
     def regular_ms(self, tenant: str, index: int) -> int:
-        return to_ms(self.time_of(index)) + self.offset_ms[tenant]
+        return ulid.milliseconds(self.time_of(index)) + self.offset_ms[tenant]
 
     def regular_key(self, tenant: str, index: int) -> Key:
         moment = self.regular_ms(tenant, index)
-        return moment, ulid(moment, self.entropy("event", tenant, index))
+        return moment, self.locator(moment, "event", tenant, index)
 
     def newest_ms(self, tenant: str) -> int:
         candidates = [entry[0] for entry in self.late[tenant][-1:]]
         if self.regular[tenant]:
             candidates.append(self.regular_ms(tenant, self.regular[tenant] - 1))
-        return max(candidates, default=to_ms(self.epoch))
+        return max(candidates, default=ulid.milliseconds(self.epoch))
 
     def event(self, tenant: str, key: Key, *source: t.Any) -> dict[str, t.Any]:
         rng = self.rng(*source)
         moment, locator = key
         event_type = EVENT_TYPES[rng.randrange(len(EVENT_TYPES))]
-        policy = ulid(moment - 86_400_000, self.entropy("policy", tenant, rng.randrange(50)))
-        entity = ulid(moment - 1, self.entropy("entity", *source))
+        policy = self.locator(moment - 86_400_000, "policy", tenant, rng.randrange(50))
+        entity = self.locator(moment - 1, "entity", *source)
         data: dict[str, t.Any]
         if event_type.startswith("policy.account"):
             data = {"accountLocator": entity}
@@ -195,7 +185,7 @@ class SocotraAPI(EmulatedAPI):
         return {
             "locator": locator,
             "userLocator": USERS[rng.randrange(len(USERS))],
-            "requestId": ulid(moment - rng.randrange(1, 900), self.entropy("request", *source)),
+            "requestId": self.locator(moment - rng.randrange(1, 900), "request", *source),
             "timestamp": iso_ms(moment),
             "type": event_type,
             "data": data,
@@ -239,7 +229,7 @@ class SocotraAPI(EmulatedAPI):
 
     def error(self, status: int, code: str, message: str) -> Response:
         return json_response({
-            "timestamp": iso_ms(to_ms(datetime.datetime.now(datetime.UTC))),
+            "timestamp": iso_ms(ulid.milliseconds(datetime.datetime.now(datetime.UTC))),
             "status": status, "error": HTTPStatus(status).phrase, "message": message,
         }, status)
 
@@ -283,8 +273,8 @@ class SocotraAPI(EmulatedAPI):
             if not 1 <= size <= MAX_PAGE_SIZE:
                 return self.error(400, "bad_request",
                                   f"pageSize must be between 1 and {MAX_PAGE_SIZE}")
-            after = (to_ms(start), "") if start else (-1, "")
-            end_ms = to_ms(end) if end else None
+            after = (ulid.milliseconds(start), "") if start else (-1, "")
+            end_ms = ulid.milliseconds(end) if end else None
             event_type, previous = args.get("type"), None
         with self.lock:
             events, last, source = self.page(tenant, after, end_ms, event_type, size)
@@ -299,14 +289,14 @@ class SocotraAPI(EmulatedAPI):
         denied = self.denied(request, tenant)
         if denied:
             return denied
-        if not ULID_PATTERN.match(policy):
+        if not ulid.is_ulid(policy):
             return self.error(404, "not_found", f"Policy {policy} not found")
         rng = self.rng("schedules", tenant, policy)
-        anchor = to_ms(self.epoch) + 90 * 86_400_000
+        anchor = ulid.milliseconds(self.epoch) + 90 * 86_400_000
         return json_response([
             {
                 "policyLocator": policy,
-                "transactionLocator": ulid(anchor, self.entropy("txn", tenant, policy, number)),
+                "transactionLocator": self.locator(anchor, "txn", tenant, policy, number),
                 "customEventId": CUSTOM_EVENT_IDS[number % len(CUSTOM_EVENT_IDS)],
                 "nextEventTime": iso_ms(anchor + rng.randrange(1, 10**9)),
                 "triggerState": TRIGGER_STATES[rng.randrange(len(TRIGGER_STATES))],
@@ -332,7 +322,7 @@ class SocotraAPI(EmulatedAPI):
 
     def failed_job(self, tenant: str, number: int) -> dict[str, t.Any]:
         rng = self.rng("failed", tenant, number)
-        created = to_ms(self.time_of(number * 7))
+        created = ulid.milliseconds(self.time_of(number * 7))
         group = "policy" if rng.random() < 0.7 else "tenant"
         return {
             "triggerName": f"{group}-{self.digest('trigger', tenant, number)[:20]}",

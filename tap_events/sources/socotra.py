@@ -293,7 +293,7 @@ class SocotraScheduledPolicyEventsStream(SocotraStream):
     """`socotra_scheduled_policy_events`: scheduled events of each configured policy."""
 
     name = "socotra_scheduled_policy_events"
-    path = "/event/{tenant_locator}/events/schedules/policy/{policy_locator}"
+    path = "/event/{tenant_locator}/events/schedules/policy/{policyLocator}"
     primary_keys: t.ClassVar[list[str]] = [
         TENANT_FIELD, "policyLocator", "transactionLocator", "customEventId",
     ]
@@ -307,7 +307,7 @@ class SocotraScheduledPolicyEventsStream(SocotraStream):
     def partitions(self) -> list[dict]:
         """Every configured policy in every tenant."""
         return [
-            {**tenant, "policy_locator": policy}
+            {**tenant, "policyLocator": policy}
             for tenant in super().partitions
             for policy in self.policies
         ]
