@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import typing as t
-from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -308,11 +307,6 @@ class BoxStream(EventStream):
                 else sent
             )
             yield event
-
-    @cached_property
-    def start_date(self) -> datetime.datetime | None:
-        value = self.config.get("start_date")
-        return datetime.datetime.fromisoformat(value) if value else None
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         if self.seen_before(row["event_id"]):

@@ -17,7 +17,6 @@ import datetime
 import re
 import typing as t
 import uuid
-from functools import cached_property
 from http import HTTPStatus
 
 from singer_sdk import typing as th
@@ -224,14 +223,6 @@ class SocotraEventsStream(SocotraStream):
         super().__init__(*args, **kwargs)
         # One closed window per run, the same for every tenant and page.
         self.window_end = datetime.datetime.now(datetime.UTC) - END_LAG
-
-    @cached_property
-    def start_date(self) -> datetime.datetime | None:
-        value = self.config.get("start_date")
-        if not value:
-            return None
-        moment = datetime.datetime.fromisoformat(value)
-        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
     def window_start(self, context: Context | None) -> datetime.datetime | None:
         """The bookmark minus the lookback, never before `start_date`; None reads everything.
