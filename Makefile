@@ -1,0 +1,33 @@
+# `make demo`: the whole pipeline on emulated APIs into an embedded PostgreSQL (docs/meltano.md).
+# Needs only python3 (3.11+): everything else is installed into .venv and .venv-meltano.
+PYTHON ?= python3
+VENV := .venv
+# e.g. make demo DEMO_ARGS="--events 20000 --new-events 1000"
+DEMO_ARGS ?=
+
+.PHONY: install demo test lint meltano-settings clean
+
+# Reinstalled when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/python -m scripts.demo $(DEMO_ARGS)
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+# After adding an API or a setting: regenerate meltano.yml's tap-events settings.
+meltano-settings: install
+	$(VENV)/bin/python -m scripts.meltano_settings --write
+
+# Removes what the demo and Meltano installed and stored (including Meltano's state).
+clean:
+	rm -rf .demo .meltano .venv-meltano

