@@ -5,7 +5,7 @@ VENV := .venv
 # e.g. make demo DEMO_ARGS="--events 20000 --new-events 1000"
 DEMO_ARGS ?=
 
-.PHONY: install demo test lint meltano-settings clean
+.PHONY: install meltano demo test lint meltano-settings clean
 
 # Reinstalled when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# Meltano in .venv-meltano, the plugins in .meltano/ (then: .venv-meltano/bin/meltano run ...).
+meltano: install
+	$(VENV)/bin/python -m scripts.pipeline
 
 demo: install
 	$(VENV)/bin/python -m scripts.demo $(DEMO_ARGS)

@@ -151,8 +151,13 @@ def postgres(url: str | None, pgdata: Path) -> Iterator[str]:
 
 def connect(url: str) -> psycopg.Connection:
     """A psycopg connection from a SQLAlchemy URL (`postgresql+psycopg://...`)."""
-    return psycopg.connect(re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url),
-                           autocommit=True)
+    try:
+        return psycopg.connect(re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url),
+                               autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as error:
+        # libpq's message names host and port, never the password.
+        reason = " ".join(str(error).split())
+        raise PipelineError(f"cannot connect to PostgreSQL: {reason}") from error
 
 
 def drop_schema(url: str, schema: str) -> None:
@@ -184,9 +189,21 @@ def duplicate_keys(url: str, schema: str, table: str, keys: t.Sequence[str]) -> 
 # ------------------------------------------------------------------------------ the tap
 
 
-def primary_keys() -> dict[str, list[str]]:
-    """Every stream the tap discovers, with its primary key (from the real `--discover`)."""
+def catalog() -> dict[str, dict[str, t.Any]]:
+    """Every stream the tap discovers, by name (from the real `--discover`)."""
     out = subprocess.run([sys.executable, "-m", "tap_events", "--discover"], cwd=ROOT,
                          env=meltano_env({}), capture_output=True, text=True, check=True)
-    return {s["tap_stream_id"]: s.get("key_properties") or []
-            for s in json.loads(out.stdout)["streams"]}
+    return {s["tap_stream_id"]: s for s in json.loads(out.stdout)["streams"]}
+
+
+def primary_keys() -> dict[str, list[str]]:
+    """Every stream the tap discovers, with its primary key."""
+    return {name: entry.get("key_properties") or [] for name, entry in catalog().items()}
+
+
+if __name__ == "__main__":
+    # `make meltano`: install Meltano and the plugins, for running jobs by hand.
+    try:
+        ensure_meltano()
+    except PipelineError as error:
+        sys.exit(str(error))

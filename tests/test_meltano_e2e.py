@@ -13,25 +13,29 @@ Slow by design (about a minute here: `meltano install` plus three runs); marked 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 
 import pytest
+from psycopg import sql
 
 from scripts.pipeline import (
     MELTANO,
+    catalog,
+    connect,
     drop_schema,
     duplicate_keys,
     ensure_meltano,
     meltano_env,
     meltano_run,
     postgres,
-    primary_keys,
     row_counts,
     settings_env,
     step,
 )
 from tap_events.emulator import start_emulator, tap_config
+from tests.support import run_tap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -59,7 +63,8 @@ def meltano_installed():
 def test_meltano_run_loads_each_event_once_and_then_only_new_ones(
     warehouse, meltano_installed, tmp_path
 ):
-    streams = primary_keys()
+    entries = catalog()
+    streams = {name: entry["key_properties"] for name, entry in entries.items()}
     emulator = start_emulator(events=EVENTS, seed=23)
     try:
         assert set(emulator.stream_counts()) == set(streams), \
@@ -79,6 +84,7 @@ def test_meltano_run_loads_each_event_once_and_then_only_new_ones(
         for name, keys in streams.items():
             assert keys, f"{name} has no primary key: the target could not upsert it"
             assert duplicate_keys(warehouse, SCHEMA, name, keys) == 0, name
+        assert_times_land_as_emitted(warehouse, entries, run_tap(tap_config(emulator.url)))
 
         # Meltano kept a bookmark for every stream, for the next scheduled run.
         state = json.loads(step([str(MELTANO), "--environment=demo", "state", "get", STATE_ID],
@@ -105,3 +111,38 @@ def test_meltano_run_loads_each_event_once_and_then_only_new_ones(
         assert all(n <= 1 for n in third.records_loaded().values()), third.records_loaded()
     finally:
         emulator.stop()
+
+
+def assert_times_land_as_emitted(url, entries, tap_run, sample=200):
+    """Each date-time field of the first `sample` records of every stream holds, in
+    PostgreSQL, the instant the tap emitted, whatever UTC offset the API wrote it with."""
+    checked = 0
+    with connect(url) as conn:
+        for name, entry in entries.items():
+            keys = entry["key_properties"]
+            fields = [field for field, prop in entry["schema"]["properties"].items()
+                      if prop.get("format") == "date-time"]
+            if not fields:
+                continue
+            query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, fields)),
+                sql.Identifier(SCHEMA, name),
+                sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in keys),
+            )
+            for record in tap_run.records(name)[:sample]:
+                row = conn.execute(query, [record[k] for k in keys]).fetchone()
+                for field, stored in zip(fields, row, strict=True):
+                    assert utc(stored) == utc(record.get(field)), (name, field, record[keys[0]])
+                    checked += 1
+    assert checked, "no date-time field was checked"
+
+
+def utc(value):
+    """A timestamp as a naive UTC datetime (what `timestamp without time zone` holds)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+    return value
