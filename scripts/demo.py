@@ -21,20 +21,20 @@ from scripts.pipeline import (
     drop_schema,
     duplicate_keys,
     ensure_meltano,
-    meltano_env,
+    job_env,
     meltano_run,
     postgres,
     primary_keys,
     row_counts,
-    settings_env,
     step,
 )
-from tap_events.emulator import start_emulator, tap_config
+from tap_events.emulator import start_emulator
 
 ENVIRONMENT = "demo"
 #: The demo environment's schema in meltano.yml.
 SCHEMA = "tap_events_demo"
 STATE_ID = f"{ENVIRONMENT}:{JOB[0]}-to-{JOB[1]}"
+#: The one variable that points the demo at your own PostgreSQL.
 PG_URL_VARIABLE = "TARGET_POSTGRES_SQLALCHEMY_URL"
 
 
@@ -67,7 +67,7 @@ def demo(events: int, new_events: int, install_seconds: float, started: float) -
                 f"{events} events per API")
             say(f"PostgreSQL: {'from ' + PG_URL_VARIABLE if external else 'embedded, .demo/pgdata'}"
                 f", schema {SCHEMA} (dropped first)")
-            env = meltano_env({**settings_env(tap_config(emulator.url)), PG_URL_VARIABLE: url})
+            env = job_env(emulator.url, url)
             drop_schema(url, SCHEMA)
             step([str(MELTANO), f"--environment={ENVIRONMENT}", "state", "clear", "--force",
                   STATE_ID], "meltano state clear", env=env)

@@ -61,10 +61,11 @@ def ensure_meltano(say: t.Callable[[str], None] = print) -> float:
 
 
 def meltano_env(overrides: Mapping[str, str]) -> dict[str, str]:
-    """The environment for a Meltano command: this one, less any tap settings a developer
-    exported (they would override the emulator's), plus `overrides`."""
+    """The environment for a Meltano command: this one, less any plugin settings a developer
+    exported (they would override meltano.yml and the emulator's), plus `overrides`."""
     base = {k: v for k, v in os.environ.items()
-            if not k.startswith("TAP_EVENTS_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+            if not k.startswith(("TAP_EVENTS_", "TARGET_POSTGRES_"))
+            and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     return {**base, "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false", **overrides}
 
 
@@ -90,6 +91,15 @@ def settings_env(config: Mapping[str, t.Any], prefix: str = "TAP_EVENTS") -> dic
         else:
             env[name] = value if isinstance(value, str) else json.dumps(value)
     return env
+
+
+def job_env(emulator_url: str, database_url: str, **overrides: str) -> dict[str, str]:
+    """The environment for `meltano run`: every API of the tap on the emulator at
+    `emulator_url`, the target on `database_url`, then `overrides`."""
+    from tap_events.emulator import tap_config
+
+    return meltano_env({**settings_env(tap_config(emulator_url)),
+                        "TARGET_POSTGRES_SQLALCHEMY_URL": database_url, **overrides})
 
 
 @dataclass

@@ -27,11 +27,10 @@ from scripts.pipeline import (
     drop_schema,
     duplicate_keys,
     ensure_meltano,
-    meltano_env,
+    job_env,
     meltano_run,
     postgres,
     row_counts,
-    settings_env,
     step,
 )
 from tap_events.emulator import start_emulator, tap_config
@@ -69,13 +68,12 @@ def test_meltano_run_loads_each_event_once_and_then_only_new_ones(
     try:
         assert set(emulator.stream_counts()) == set(streams), \
             "every discovered stream needs an emulated API with its expected count"
-        env = meltano_env({
-            **settings_env(tap_config(emulator.url)),
-            "TARGET_POSTGRES_SQLALCHEMY_URL": warehouse,
-            "TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA": SCHEMA,
+        env = job_env(
+            emulator.url, warehouse,
+            TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA=SCHEMA,
             # A system database of its own: the test's state never meets a developer's.
-            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
-        })
+            MELTANO_DATABASE_URI=f"sqlite:///{tmp_path / 'meltano.db'}",
+        )
 
         # Run 1: every event of every stream, once.
         meltano_run(env)
