@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 
 from scripts.meltano_settings import MELTANO_YML, about, generated_blocks, render, settings
+from scripts.pipeline import MELTANO_REQUIREMENT
 from tap_events.sources import SOURCES
 
 
@@ -69,3 +70,7 @@ def test_loader_merges_on_primary_keys_into_one_schema():
     assert target["config"]["default_target_schema"] == "tap_events"
     sensitive = {s["name"] for s in target["settings"] if s.get("sensitive")}
     assert {"password", "sqlalchemy_url"} <= sensitive
+
+
+def test_the_meltano_installed_is_the_one_the_project_requires():
+    assert f"meltano{meltano_project()['requires_meltano']}" == MELTANO_REQUIREMENT
