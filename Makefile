@@ -5,7 +5,7 @@ VENV := .venv
 # e.g. make demo DEMO_ARGS="--events 20000 --new-events 1000"
 DEMO_ARGS ?=
 
-.PHONY: install meltano demo test lint meltano-settings clean
+.PHONY: install meltano demo test lint meltano-settings docs-settings clean
 
 # Reinstalled when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +33,10 @@ lint: install
 # After adding an API or a setting: regenerate meltano.yml's tap-events settings.
 meltano-settings: install
 	$(VENV)/bin/python -m scripts.meltano_settings --write
+
+# After adding a setting: regenerate README.md's settings table and sample_config.json.
+docs-settings: install
+	$(VENV)/bin/python -m scripts.docs_settings --write
 
 # Removes what the demo and Meltano installed and stored (including Meltano's state).
 clean:

@@ -3,40 +3,15 @@ with the setting named, before any request."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from tap_events.tap import TapEvents
+from scripts import docs_settings
 from tests.support import log_lines, run_tap
 
-ROOT = Path(__file__).resolve().parent.parent
-SDK_SETTINGS = {"stream_maps", "stream_map_config", "faker_config", "flattening_enabled",
-                "flattening_max_depth", "batch_config"}
 
-
-def settings_of(schema: dict, prefix: str = "") -> set[str]:
-    names = set()
-    for key, prop in schema["properties"].items():
-        if "properties" in prop:
-            names |= settings_of(prop, f"{prefix}{key}.")
-        else:
-            names.add(f"{prefix}{key}")
-    return names
-
-
-def test_sample_config_lists_every_tap_setting():
-    sample = json.loads((ROOT / "sample_config.json").read_text())
-    sample_names = {
-        f"{key}.{sub}" if isinstance(value, dict) else key
-        for key, value in sample.items()
-        for sub in (value if isinstance(value, dict) else [None])
-    }
-    # The SDK adds its own settings (stream maps, flattening, ...) to the schema in place.
-    ours = {name for name in settings_of(TapEvents.config_jsonschema)
-            if name.split(".")[0] not in SDK_SETTINGS and not name.startswith("flattening")}
-    assert sample_names == ours
+def test_readme_settings_table_and_sample_config_are_current():
+    """Both are generated from the tap (`make docs-settings`); this fails when they drift."""
+    assert docs_settings.main([]) == 0, "run: make docs-settings"
 
 
 @pytest.mark.parametrize(
