@@ -171,6 +171,15 @@ class EventStream(RESTStream):
         self.check_retention(context)
         yield from super().get_records(context)
 
+    @cached_property
+    def start_date(self) -> datetime.datetime | None:
+        """`start_date` as an aware datetime (the tap refuses one without a UTC offset)."""
+        value = self.config.get("start_date")
+        if not value:
+            return None
+        moment = datetime.datetime.fromisoformat(value)
+        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
     # ----------------------------------------------------------------- retention
 
     def bookmark(self, context: Context | None) -> t.Any | None:
