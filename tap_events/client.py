@@ -357,10 +357,12 @@ class EventStream(RESTStream):
         self._pages_done += 1
         # Streaming bodies (`expects_json = False`) have no decoded body: the module reads them.
         for record in self.parse_page(getattr(response, "decoded", None), response):
-            self.check_keys(record)
+            # Before `post_process`, which may use the keys (dedupe); missing ones may be
+            # added there (the tenant of a partition), so they are checked again after it.
+            self.check_keys(record, present_only=True)
             yield record
 
-    def check_keys(self, record: t.Any) -> None:
+    def check_keys(self, record: t.Any, *, present_only: bool = False) -> None:
         """Refuse a record whose primary key is missing or of the wrong type, naming the stream.
 
         Records are otherwise passed on as the API sent them (per-record schema validation
@@ -373,6 +375,8 @@ class EventStream(RESTStream):
                 f"a JSON object: {str(record)[:80]!r}"
             )
         for key, expected in self.key_types.items():
+            if present_only and key not in record:
+                continue
             value = record.get(key)
             if not isinstance(value, expected) or isinstance(value, bool) or value == "":
                 raise TapEventsError(
@@ -557,6 +561,7 @@ class EventStream(RESTStream):
         even when all are selected (10 % of its per-record time): here the walk runs only when
         the catalog deselects something. Conformance is skipped by TYPE_CONFORMANCE_LEVEL.
         """
+        self.check_keys(record)
         if self.has_deselected_fields:
             pop_deselected_record_properties(record, self.schema, self.mask)
         extracted = utc_now()

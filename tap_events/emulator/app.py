@@ -9,11 +9,11 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
   body, then close the connection), `truncate` (a complete 200 whose JSON is cut short, after
   `options.keep` bytes or half), `echo` (answer `status` with an error body quoting the
   request's headers, query and body, as careless servers do: secrets included), `mutate`
-  (the normal answer with one JSON value replaced by `options.value`: the first value of the
-  field `options.key` if given, else one picked by `options.seed`; in an event stream, inside
-  one `data:` payload); any
-  other kind belongs to the API (e.g. Alpaca's `sse_internal_error`), which finds the fault in
-  the request's WSGI environ under `emulator.fault` and reads its `options`;
+  (the normal answer with one JSON value replaced by `options.value`: the first value of a
+  field named in `options.keys` if given, else one picked by `options.seed`; in an event
+  stream, inside one `data:` payload); any other kind belongs to the API (e.g. Alpaca's
+  `sse_internal_error`), which finds the fault in the request's WSGI environ under
+  `emulator.fault` and reads its `options`;
 - `DELETE /_emulator/faults`: clear them.
 """
 
@@ -103,7 +103,8 @@ class EmulatorApp:
             data = response.get_data()
             response.set_data(data[: max(1, fault.options.get("keep", len(data) // 2))])
         if fault and fault.kind == "mutate":
-            pick = Pick(random.Random(fault.options.get("seed", 0)), fault.options.get("key"))
+            pick = Pick(random.Random(fault.options.get("seed", 0)),
+                        tuple(fault.options.get("keys", ())))
             response.set_data(mutated(response.get_data(), pick, fault.options.get("value")))
         return response
 
@@ -217,10 +218,11 @@ class EmulatorServer:
 
 @dataclass
 class Pick:
-    """Which value a `mutate` fault replaces: the first of field `key`, or a random one."""
+    """Which value a `mutate` fault replaces: the first field named in `keys`, or a random
+    one."""
 
     rng: random.Random
-    key: str | None = None
+    keys: tuple[str, ...] = ()
 
 
 def mutated(data: bytes, pick: Pick, value: t.Any) -> bytes:
@@ -234,7 +236,7 @@ def mutated(data: bytes, pick: Pick, value: t.Any) -> bytes:
     payloads = [n for n, line in enumerate(lines) if line.startswith(b"data:")]
     if not payloads:
         return data
-    number = payloads[0] if pick.key else pick.rng.choice(payloads)
+    number = payloads[0] if pick.keys else pick.rng.choice(payloads)
     try:
         payload = replace_one(orjson.loads(lines[number][5:]), pick, value)
     except orjson.JSONDecodeError:
@@ -253,7 +255,7 @@ def dumps(document: t.Any) -> bytes:
 
 def replace_one(document: t.Any, pick: Pick, value: t.Any) -> t.Any:
     """`document` with one of its first 2000 values (the whole document included) replaced,
-    visited breadth first so `pick.key` finds the shallowest field of that name."""
+    visited breadth first so `pick.keys` finds the shallowest field of those names."""
     places: list[tuple[t.Any, t.Any]] = [(None, None)]
     pending = deque([document])
     while pending and len(places) < 2000:
@@ -265,12 +267,12 @@ def replace_one(document: t.Any, pick: Pick, value: t.Any) -> t.Any:
         else:
             continue
         for key in keys:
-            if pick.key is not None and key == pick.key:
+            if key in pick.keys:
                 node[key] = value
                 return document
             places.append((node, key))
             pending.append(node[key])
-    if pick.key is not None:
+    if pick.keys:
         return document
     parent, key = pick.rng.choice(places)
     if parent is None:
