@@ -168,3 +168,12 @@ def test_killed_runs_resume_from_their_last_state_without_loss(api):
         assert resumed_from_state >= 2, "the kills came before any STATE: nothing was tested"
     finally:
         server.stop()
+
+
+def test_the_fault_matrix_in_the_docs_is_complete():
+    """docs/reliability.md names a cell for every API and fault these tests run."""
+    text = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    missing = [f"[{api}-{fault}]" for api in APIS for fault in FAULTS
+               if f"`[{api}-{fault}]`" not in text]
+    missing += [f"[{api}]" for api in APIS if f"`[{api}]`" not in text]
+    assert not missing, f"docs/reliability.md lacks the cells {missing}"
