@@ -32,6 +32,7 @@ from singer_sdk import typing as th
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    import requests
     from singer_sdk.helpers.types import Context
 
     from tap_events.client import EventStream
@@ -141,12 +142,21 @@ class TailRun:
 
         return call
 
-    def chunks(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """The chunks of a streamed body, each read while waiting."""
-        iterator = iter(chunks)
-        while True:
+    def body_chunks(self, response: requests.Response, chunk_size: int,
+                    idle_seconds: float) -> Iterator[bytes]:
+        """The chunks of a streamed response, each read while waiting, none past the deadline.
+
+        Before each read the socket's timeout is cut to the time left: a read timeout alone
+        is reset by every byte (a heartbeat), so it would not end the stream on time.
+        """
+        connection = getattr(response.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        chunks = response.iter_content(chunk_size=chunk_size)
+        while not self.over:
+            if sock is not None:
+                sock.settimeout(self.read_timeout(idle_seconds))
             with self.waiting():
-                chunk = next(iterator, None)
+                chunk = next(chunks, None)
             if chunk is None:
                 return
             yield chunk

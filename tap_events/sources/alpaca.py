@@ -306,9 +306,11 @@ class AlpacaStream(EventStream):
         """
         interruption: str | None = None
         fresh = 0
-        chunks = response.iter_content(chunk_size=READ_CHUNK_BYTES)
-        if self.tail is not None:
-            chunks = self.tail.chunks(chunks)  # other streams write while this one waits
+        chunks: Iterable[bytes] = (
+            response.iter_content(chunk_size=READ_CHUNK_BYTES) if self.tail is None
+            # Tailing: other streams write while this one waits; the budget ends the read.
+            else self.tail.body_chunks(response, READ_CHUNK_BYTES, self.timeout[1])
+        )
         try:
             for item in sse.parse(chunks):
                 if isinstance(item, sse.Comment):
