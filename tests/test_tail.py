@@ -155,6 +155,24 @@ def test_box_max_retries_answers_and_errors_restart_from_options(make_emulator):
     assert not log_lines(run, "ERROR")
 
 
+def test_box_falls_back_to_polling_when_the_realtime_server_refuses(make_emulator):
+    """The token never goes to a plain-http realtime URL (Box's are): should the server
+    want one, the stream says so once and polls instead."""
+    emulator = make_emulator()
+    emulator.inject("box", "status", path="/realtime", status=401,
+                    body={"type": "error", "status": 401, "code": "unauthorized"})
+    tap = RunningTap(tail_config(emulator, tail_seconds=3, tail_poll_seconds=0.5),
+                     streams=["box_events"])
+    tap.wait_for(lambda: "polling every 0.5 s instead" in tap.stderr())
+    emulator.add_events("box", 6, feed="user")
+    run = tap.wait(timeout=30)
+
+    assert run.returncode == 0, run.stderr
+    assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 6))
+    assert len(options_calls(emulator)) == 1
+    assert not realtime_polls(emulator)  # the one refused poll was the injected fault
+
+
 # ---------------------------------------------------------------------------- Alpaca live SSE
 
 
