@@ -16,6 +16,7 @@ import time
 import typing as t
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cached_property
 from http import HTTPStatus
 
 import orjson
@@ -168,18 +169,27 @@ class EventStream(RESTStream):
         yield from super().get_records(context)
 
     def tail_records(self, context: Context | None) -> t.Iterable[dict]:
-        """New events until the tail deadline (tap_events/tail.py).
+        """New events while tailing (tap_events/tail.py).
 
-        By default the normal incremental request every `tail_poll_seconds`; API modules
-        with a push channel (a long poll, an open stream) override this.
+        By default one normal incremental read: the tail syncs such a stream again every
+        `tail_poll_seconds`. API modules with a push channel (a long poll, an open stream)
+        override this to listen until the tail's deadline.
         """
-        assert self.tail is not None
-        return self.tail.poll(self, context)
+        return self.request_records(context)
 
     def request_decorator(self, func: t.Callable) -> t.Callable:
         """The SDK's retrying request; while tailing, other streams write while it waits."""
         send = super().request_decorator(func)
         return send if self.tail is None else self.tail.unlocked(send)
+
+    @cached_property
+    def start_date(self) -> datetime.datetime | None:
+        """`start_date` as an aware datetime (the tap refuses one without a UTC offset)."""
+        value = self.config.get("start_date")
+        if not value:
+            return None
+        moment = datetime.datetime.fromisoformat(value)
+        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
     # ----------------------------------------------------------------- retention
 

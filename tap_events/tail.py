@@ -5,7 +5,7 @@ normal sync of every stream is done, each selected stream listens for new events
 thread until one deadline shared by the whole run (`tail_seconds` after the tail phase
 starts), then the run ends with its final STATE as usual. How a stream listens is its API
 module's business (`EventStream.tail_records`): Box long-polls, Alpaca keeps its SSE stream
-open, the others repeat their normal incremental request every `tail_poll_seconds`.
+open, the others sync again (their normal incremental request) every `tail_poll_seconds`.
 
 Threads without a thread-safe SDK: every listening stream runs the SDK's own `sync()` again
 (records, bookmarks and STATE go through the SDK exactly as in a batch run), but only one
@@ -30,7 +30,7 @@ import typing as t
 from singer_sdk import typing as th
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     import requests
     from singer_sdk.helpers.types import Context
@@ -163,28 +163,29 @@ class TailRun:
 
     # ----------------------------------------------------------------- streams
 
-    def poll(self, stream: EventStream, context: Context | None) -> Iterator[dict]:
-        """The default way to listen: the normal incremental request, every poll interval."""
-        while True:
-            yield from self.read_new(stream, context)
-            if not self.sleep(self.poll_seconds):
-                return
-
     @staticmethod
     def read_new(stream: EventStream, context: Context | None) -> Iterator[dict]:
-        """The stream's normal incremental request, from what it has emitted so far."""
+        """The stream's normal incremental request, from what it has emitted so far (for
+        streams that read more than once within one sync, like Box on each `new_change`)."""
         resume_from_bookmark(stream, context)
         yield from stream.request_records(context)
 
-    def follow(self, stream: EventStream) -> None:
-        """One listening stream's thread: the SDK's sync, its records from `tail_records`."""
+    def follow(self, stream: EventStream, failures: Mapping[str, str]) -> None:
+        """One listening stream's thread: the SDK's sync, its records from `tail_records`.
+
+        A stream with a push channel listens within one sync until the deadline. The others
+        read once per sync (every partition, from its bookmark, as in a batch run), so they
+        sync again every `tail_poll_seconds` until the deadline. A stream that fails stops
+        listening: `EventStream.sync` has reported it, and the run will end non-zero.
+        """
         with self.holding():
             stream.tail = self
             try:
-                # `EventStream.sync` reports a failure in one line and records it for the
-                # run's exit status; the other streams keep listening.
-                stream.sync()
-                stream.finalize_state_progress_markers()
+                while stream.name not in failures:
+                    stream.sync()
+                    stream.finalize_state_progress_markers()
+                    if not self.sleep(self.poll_seconds):
+                        return
             finally:
                 stream.tail = None
 
@@ -241,7 +242,8 @@ def listen(tap: TapEvents) -> None:
     )
     tap.tail_run = run
     threads = [
-        threading.Thread(target=run.follow, args=(stream,), name=f"tail-{stream.name}",
+        threading.Thread(target=run.follow, args=(stream, tap.failures),
+                         name=f"tail-{stream.name}",
                          daemon=True)  # daemon: SIGTERM must not wait for a blocked read
         for stream in streams
     ]

@@ -242,20 +242,25 @@ def test_alpaca_tail_reconnects_after_silence_and_internal_error(make_emulator):
 
 
 def test_streams_without_a_push_channel_poll_at_tail_poll_seconds(make_emulator):
+    """discue, Box enterprise events (a new admin_logs window per poll) and Socotra (one
+    partition per tenant, each polled from its own bookmark)."""
     emulator = make_emulator()
-    streams = ["discue_events", "box_enterprise_events"]
+    keys = {"discue_events": ("id",), "box_enterprise_events": ("event_id",),
+            "socotra_events": ("tenant_locator", "locator")}
     tap = RunningTap(tail_config(emulator, tail_seconds=3, tail_poll_seconds=0.5),
-                     streams=streams)
+                     streams=list(keys))
     tap.wait_for(lambda: "Tail mode" in tap.stderr())
     emulator.add_events("discue", 6)
     emulator.add_events("box", 6, feed="enterprise")
+    emulator.add_events("socotra", 6)
     run = tap.wait(timeout=30)
 
     assert run.returncode == 0, run.stderr
     counts = emulator.stream_counts()
-    for stream in streams:
-        ids = run.ids(stream, "id" if stream == "discue_events" else "event_id")
-        assert len(ids) == len(set(ids)) == counts[stream] == EVENTS + 6, stream
+    for stream, key in keys.items():
+        ids = [tuple(record[field] for field in key) for record in run.records(stream)]
+        assert len(ids) == len(set(ids)) == counts[stream], stream
+    assert counts["socotra_events"] > EVENTS and counts["discue_events"] == EVENTS + 6
     # About one poll every 0.5 s for 3 s (each poll reads until a page comes back empty).
     polls = [r for r in emulator.requests("discue") if r["path"] == "/v1/events"]
     assert len(polls) >= 5

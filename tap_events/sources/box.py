@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import typing as t
 from dataclasses import dataclass
-from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -284,15 +283,9 @@ class BoxStream(EventStream):
     feed_position: str | None = None
 
     def starting_position(self, context: Context | None) -> str:
-        """The bookmark, or the oldest retained event on a first run.
-
-        With no bookmark the SDK hands back `start_date` as the starting value even for a
-        non-time key; a position is never a date, so that means "no bookmark".
-        """
-        value = self.get_starting_replication_key_value(context)
-        if value in (None, "", self.config.get("start_date")):
-            return OLDEST
-        return str(value)
+        """The bookmark, or the oldest retained event on a first run."""
+        value = self.bookmark(context)
+        return OLDEST if value is None else str(value)
 
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         params: dict[str, t.Any] = {
@@ -328,11 +321,6 @@ class BoxStream(EventStream):
             )
             yield event
 
-    @cached_property
-    def start_date(self) -> datetime.datetime | None:
-        value = self.config.get("start_date")
-        return datetime.datetime.fromisoformat(value) if value else None
-
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         if self.seen_before(row["event_id"]):
             return None
@@ -362,6 +350,9 @@ class BoxEventsStream(BoxStream):
     FAILED = "failed"
     REFUSED = "refused"
 
+    #: Set once the realtime server refused this run: the stream then polls.
+    long_poll_refused = False
+
     @property
     def stream_type(self) -> str:
         return self.settings["user_stream_type"]
@@ -381,8 +372,10 @@ class BoxEventsStream(BoxStream):
         """
         run = self.tail
         assert run is not None
-        # What arrived while the other streams caught up.
+        # What arrived while the other streams caught up (or since the last poll).
         yield from run.read_new(self, context)
+        if self.long_poll_refused:
+            return  # the tail syncs the stream again after tail_poll_seconds
         while not run.over:
             server = self.realtime_server()
             failures = 0
@@ -394,7 +387,7 @@ class BoxEventsStream(BoxStream):
                     self.logger.warning(
                         "%s: the realtime server refused the long poll; polling every %g s "
                         "instead", self.name, run.poll_seconds)
-                    yield from run.poll(self, context)
+                    self.long_poll_refused = True
                     return
                 if answer == self.FAILED:
                     failures += 1
