@@ -12,11 +12,14 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
+from tap_events import tail
 from tap_events.redact import RedactingFilter, redact
 from tap_events.sources import SOURCES
 from tap_events.writer import BufferedRecordWriter
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.streams import Stream
 
 
@@ -57,11 +60,14 @@ class TapEvents(Tap):
             "streams use alpaca.idle_timeout_seconds instead, as their answers pause between "
             "heartbeats.",
         ),
+        *tail.SETTINGS,
         *(source.config_property for source in SOURCES),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures: dict[str, str] = {}
+        #: The tail phase while it runs (tap_events/tail.py).
+        self.tail_run: tail.TailRun | None = None
         try:
             super().__init__(*args, **kwargs)
         except ConfigValidationError as error:
@@ -95,6 +101,7 @@ class TapEvents(Tap):
         state each stream emitted before failing is kept.
         """
         super().sync_all()
+        tail.listen(self)  # with tail_seconds set: listen for new events within the budget
         if self.failures:
             summary = "; ".join(f"{name}: {msg}" for name, msg in self.failures.items())
             self.logger.error(
@@ -103,6 +110,15 @@ class TapEvents(Tap):
                 redact(summary, self.secret_values),
             )
             sys.exit(1)
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: the SDK writes the final STATE and exits 0; while tailing, the
+        listening streams are stopped first, so that STATE is the last line written.
+        Overrides a private SDK method (pinned: singer-sdk <0.55; tests/test_sdk_contract.py).
+        """
+        if self.tail_run is not None:
+            self.tail_run.stop()
+        super()._handle_termination(signum, frame)
 
 
 def secret_values(config: t.Mapping[str, t.Any]) -> list[str]:
