@@ -276,7 +276,12 @@ class EventStream(RESTStream):
     def describe_failure(self, error: BaseException) -> str:
         """One line for a failure; stack traces only with --log-level debug."""
         if isinstance(error, TapEventsError):
-            return redact(str(error), self.secrets)
+            text = str(error)
+            # Errors raised outside a stream's own code (a token shared by an API's streams)
+            # do not know which stream hit them.
+            if f"stream '{self.name}'" not in text:
+                text = f"{self.source.label} stream '{self.name}': {text}"
+            return redact(text, self.secrets)
         if isinstance(error, RetriableAPIError):
             # Already one line naming the API, the stream and the response.
             return redact(f"{error}; gave up after {self.backoff_max_tries()} tries",
