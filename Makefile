@@ -1,19 +1,43 @@
-# Everything runs from the project's own virtualenv; `make test` creates it on first use.
-VENV ?= .venv
-PY := $(VENV)/bin/python
+# `make demo`: the whole pipeline on emulated APIs into an embedded PostgreSQL (docs/meltano.md).
+# Needs only python3 (3.11+): everything else is installed into .venv and .venv-meltano.
+PYTHON ?= python3
+VENV := .venv
+# e.g. make demo DEMO_ARGS="--events 20000 --new-events 1000"
+DEMO_ARGS ?=
 
-.PHONY: install test lint
+.PHONY: install meltano demo test lint meltano-settings docs-settings clean
 
+# Reinstalled when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
 
+# Meltano in .venv-meltano, the plugins in .meltano/ (then: .venv-meltano/bin/meltano run ...).
+meltano: install
+	$(VENV)/bin/python -m scripts.pipeline
+
+demo: install
+	$(VENV)/bin/python -m scripts.demo $(DEMO_ARGS)
+
+# What CI runs (.ci/run): lint, then every test, the Meltano + PostgreSQL end-to-end one included.
+test: lint
+	$(VENV)/bin/python -m pytest -q
+
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: lint
-	$(VENV)/bin/pytest
+# After adding an API or a setting: regenerate meltano.yml's tap-events settings.
+meltano-settings: install
+	$(VENV)/bin/python -m scripts.meltano_settings --write
+
+# After adding a setting: regenerate README.md's settings table and sample_config.json.
+docs-settings: install
+	$(VENV)/bin/python -m scripts.docs_settings --write
+
+# Removes what the demo and Meltano installed and stored (including Meltano's state).
+clean:
+	rm -rf .demo .meltano .venv-meltano

@@ -16,6 +16,7 @@ import time
 import typing as t
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cached_property
 from http import HTTPStatus
 
 import orjson
@@ -160,6 +161,15 @@ class EventStream(RESTStream):
         """
         self.check_retention(context)
         yield from super().get_records(context)
+
+    @cached_property
+    def start_date(self) -> datetime.datetime | None:
+        """`start_date` as an aware datetime (the tap refuses one without a UTC offset)."""
+        value = self.config.get("start_date")
+        if not value:
+            return None
+        moment = datetime.datetime.fromisoformat(value)
+        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
     # ----------------------------------------------------------------- retention
 

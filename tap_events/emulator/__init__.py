@@ -12,12 +12,14 @@ from tap_events.emulator.alpaca import AlpacaAPI
 from tap_events.emulator.app import EmulatorApp, EmulatorServer
 from tap_events.emulator.box import BoxAPI
 from tap_events.emulator.discue import DiscueAPI
+from tap_events.emulator.socotra import SocotraAPI
 
 if t.TYPE_CHECKING:
     from tap_events.emulator.base import EmulatedAPI
 
 EMULATED_APIS: dict[str, type[EmulatedAPI]] = {
     "box": BoxAPI,
+    "socotra": SocotraAPI,
     "alpaca": AlpacaAPI,
     "discue": DiscueAPI,
 }
@@ -53,7 +55,7 @@ def start_emulator(
 
 def tap_config(server_url: str) -> dict[str, t.Any]:
     """A tap config pointing every API at the emulator, with the emulator's credentials."""
-    from tap_events.emulator import alpaca, box, discue
+    from tap_events.emulator import alpaca, box, discue, socotra
 
     return {
         "box": {
@@ -63,6 +65,12 @@ def tap_config(server_url: str) -> dict[str, t.Any]:
             "client_secret": box.CLIENT_SECRET,
             "subject_type": "enterprise",
             "subject_id": "12345",
+        },
+        "socotra": {
+            "api_url": f"{server_url}/socotra",
+            "token": socotra.TOKEN,
+            "tenant_locators": list(socotra.TENANTS),
+            "policy_locators": list(socotra.POLICY_LOCATORS),
         },
         "alpaca": {
             "api_url": f"{server_url}/alpaca",

@@ -19,6 +19,16 @@ from werkzeug.wrappers import Request, Response
 EVENT_SPACING_SECONDS = 1
 
 
+def parse_time(value: str | None) -> datetime.datetime | None:
+    """An ISO 8601 query parameter; a `+` offset arrives as a space when not URL-encoded."""
+    if not value:
+        return None
+    moment = datetime.datetime.fromisoformat(value.replace(" ", "+"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{value!r} has no UTC offset")
+    return moment
+
+
 def json_response(body: t.Any, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(body), status=status, headers=headers,
                     content_type="application/json")

@@ -22,7 +22,7 @@ import uuid
 
 from werkzeug.routing import Map, Rule
 
-from tap_events.emulator.base import EmulatedAPI, json_response
+from tap_events.emulator.base import EmulatedAPI, json_response, parse_time
 
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -282,12 +282,3 @@ class BoxAPI(EmulatedAPI):
             return json_response({"chunk_size": 0, "entries": [], "next_stream_position": 0})
         return json_response({"chunk_size": len(entries), "entries": entries,
                               "next_stream_position": ENTERPRISE_BASE + index})
-
-
-def parse_time(value: str | None) -> datetime.datetime | None:
-    if not value:
-        return None
-    moment = datetime.datetime.fromisoformat(value.replace(" ", "+"))
-    if moment.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset")
-    return moment

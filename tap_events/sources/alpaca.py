@@ -267,14 +267,6 @@ class AlpacaStream(EventStream):
         # Whole seconds, rounded down: the read may start earlier, never later.
         return max(start, since.replace(microsecond=0))
 
-    @property
-    def start_date(self) -> datetime.datetime | None:
-        value = self.config.get("start_date")
-        if not value:
-            return None
-        moment = datetime.datetime.fromisoformat(value)
-        return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
-
     # ----------------------------------------------------------------- reading
 
     def parse_page(self, body: None, response: requests.Response) -> Iterator[dict]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import typing as t
-from functools import cached_property
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -274,15 +273,9 @@ class BoxStream(EventStream):
         raise NotImplementedError
 
     def starting_position(self, context: Context | None) -> str:
-        """The bookmark, or the oldest retained event on a first run.
-
-        With no bookmark the SDK hands back `start_date` as the starting value even for a
-        non-time key; a position is never a date, so that means "no bookmark".
-        """
-        value = self.get_starting_replication_key_value(context)
-        if value in (None, "", self.config.get("start_date")):
-            return OLDEST
-        return str(value)
+        """The bookmark, or the oldest retained event on a first run."""
+        value = self.bookmark(context)
+        return OLDEST if value is None else str(value)
 
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         params: dict[str, t.Any] = {
@@ -314,11 +307,6 @@ class BoxStream(EventStream):
                 else sent
             )
             yield event
-
-    @cached_property
-    def start_date(self) -> datetime.datetime | None:
-        value = self.config.get("start_date")
-        return datetime.datetime.fromisoformat(value) if value else None
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         if self.seen_before(row["event_id"]):

