@@ -93,6 +93,32 @@ def discue(config: dict, out: t.BinaryIO) -> int:
         params["startAfter"], params["startAfterId"] = events[-1]["stored_at"], events[-1]["id"]
 
 
+def socotra(config: dict, out: t.BinaryIO) -> int:
+    """Each tenant's event list: filters on the first page, then `pagingToken` alone."""
+    settings = config["socotra"]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {settings['token']}"
+    prefix = RECORD_PREFIX % b"socotra_events"
+    end = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=60)).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+    count = 0
+    for tenant in settings["tenant_locators"]:
+        params: dict[str, t.Any] = {"endTimestamp": end, "pageSize": settings.get("page_size", 100)}
+        while True:
+            response = session.get(f"{settings['api_url']}/event/{tenant}/events/list",
+                                   params=params, timeout=60)
+            response.raise_for_status()
+            page = orjson.loads(response.content)
+            if not page["events"]:
+                break
+            for event in page["events"]:
+                event["tenant_locator"] = tenant
+                out.write(prefix + orjson.dumps(event) + b"}\n")
+            count += len(page["events"])
+            params = {"pagingToken": page["pagingToken"]}
+    return count
+
+
 @dataclass(frozen=True)
 class BareLoop:
     #: The tap stream the loop reads the same events as.
@@ -104,6 +130,7 @@ LOOPS: dict[str, BareLoop] = {
     "box": BareLoop("box_events", box),
     "alpaca": BareLoop("alpaca_trade_events", alpaca),
     "discue": BareLoop("discue_events", discue),
+    "socotra": BareLoop("socotra_events", socotra),
 }
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import orjson
 
@@ -29,9 +30,7 @@ def test_apis_in_parallel_give_a_valid_stream_with_resume_points_everywhere(emul
         assert len(set(ids)) == expected[stream], stream
         assert len(ids) == len(set(ids)), f"{stream}: repeats"
     # The outputs really interleave (otherwise this test proves nothing about merging).
-    order = [m["stream"] for m in run.messages if m["type"] == "RECORD"]
-    switches = sum(1 for a, b in zip(order, order[1:], strict=False) if a != b)
-    assert switches > len(CURSORS)
+    assert stream_switches(run) > len(CURSORS)
 
     # Each stream's records in the order a run of that API alone writes them.
     for stream, key in IDS.items():
@@ -108,8 +107,13 @@ def test_parallel_apis_off_runs_the_apis_one_after_the_other(emulator, config):
 
     assert run.returncode == 0, run.stderr
     assert not any("in parallel" in line for line in log_lines(run, "INFO"))
+    assert stream_switches(run) == len(CURSORS) - 1
+
+
+def stream_switches(run) -> int:
+    """How often consecutive RECORD lines belong to different streams."""
     order = [m["stream"] for m in run.messages if m["type"] == "RECORD"]
-    assert sum(1 for a, b in zip(order, order[1:], strict=False) if a != b) == len(CURSORS) - 1
+    return sum(1 for a, b in itertools.pairwise(order) if a != b)
 
 
 def test_only_a_state_line_is_merged_never_a_record_quoting_one():
