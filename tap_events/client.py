@@ -36,6 +36,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
     from tap_events.source import Source
+    from tap_events.tail import TailRun
 
 #: Longest wait honoured for one Retry-After / X-RateLimit-Reset unless configured otherwise.
 DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
@@ -89,6 +90,9 @@ class EventStream(RESTStream):
     # every emitted record against its schema), so the SDK's recursive per-field type
     # conformance, a third of its per-record cost, has nothing to fix.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+
+    #: The tail phase this stream is listening in (tap_events/tail.py); None in a batch run.
+    tail: TailRun | None = None
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -157,10 +161,28 @@ class EventStream(RESTStream):
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         """Check the bookmark against the API's retention, then read as usual.
 
-        Runs once the SDK has loaded the bookmark for this partition.
+        Runs once the SDK has loaded the bookmark for this partition. In the tail phase the
+        stream has caught up already: its records are the new events it listens for.
         """
+        if self.tail is not None:
+            yield from self.tail_records(context)
+            return
         self.check_retention(context)
         yield from super().get_records(context)
+
+    def tail_records(self, context: Context | None) -> t.Iterable[dict]:
+        """New events while tailing (tap_events/tail.py).
+
+        By default one normal incremental read: the tail syncs such a stream again every
+        `tail_poll_seconds`. API modules with a push channel (a long poll, an open stream)
+        override this to listen until the tail's deadline.
+        """
+        return self.request_records(context)
+
+    def request_decorator(self, func: t.Callable) -> t.Callable:
+        """The SDK's retrying request; while tailing, other streams write while it waits."""
+        send = super().request_decorator(func)
+        return send if self.tail is None else self.tail.unlocked(send)
 
     @cached_property
     def start_date(self) -> datetime.datetime | None:

@@ -12,12 +12,14 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_events import parallel
+from tap_events import parallel, tail
 from tap_events.redact import RedactingFilter, redact
 from tap_events.sources import SOURCES
 from tap_events.writer import BufferedRecordWriter
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from singer_sdk.streams import Stream
 
 
@@ -57,11 +59,14 @@ class TapEvents(Tap):
             "process per API, merged into one valid Singer output (a run takes about as long "
             "as its slowest API). Streams of one API always run one after the other.",
         ),
+        *tail.SETTINGS,
         *(source.config_property for source in SOURCES),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures: dict[str, str] = {}
+        #: The tail phase while it runs (tap_events/tail.py).
+        self.tail_run: tail.TailRun | None = None
         super().__init__(*args, **kwargs)
         self.secret_values = self._collect_secrets()
         redacting = RedactingFilter(self.secret_values)
@@ -96,9 +101,11 @@ class TapEvents(Tap):
         """
         apis = self.apis_to_sync()
         if len(apis) > 1 and self.config.get("parallel_apis", True) and can_fork_output():
+            # Each API's process also tails its own streams when tail_seconds is set.
             self.sync_apis_in_parallel(apis)
         else:
             super().sync_all()
+            tail.listen(self)  # with tail_seconds set: listen for new events within the budget
         if self.failures:
             summary = "; ".join(f"{name}: {msg}" for name, msg in self.failures.items())
             self.logger.error(
@@ -108,6 +115,14 @@ class TapEvents(Tap):
             )
             sys.exit(1)
 
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: the SDK writes the final STATE and exits 0; while tailing, the
+        listening streams are stopped first, so that STATE is the last line written.
+        Overrides a private SDK method (pinned: singer-sdk <0.55; tests/test_sdk_contract.py).
+        """
+        if self.tail_run is not None:
+            self.tail_run.stop()
+        super()._handle_termination(signum, frame)
 
     def apis_to_sync(self) -> dict[str, set[str]]:
         """The selected streams of each configured API, by API name."""

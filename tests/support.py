@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,23 +56,94 @@ def run_tap(
 ) -> TapRun:
     """Run `tap-events` as a real process. `streams` selects only those streams."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "config.json").write_text(json.dumps(config))
-        command = [*TAP, "--config", str(folder / "config.json"), *args]
-        if state is not None:
-            (folder / "state.json").write_text(json.dumps(state))
-            command += ["--state", str(folder / "state.json")]
-        if streams is not None:
-            catalog = select_streams(discover(config), set(streams))
-        if catalog is not None:
-            (folder / "catalog.json").write_text(json.dumps(catalog))
-            command += ["--catalog", str(folder / "catalog.json")]
+        command = tap_command(Path(tmp), config, state=state, catalog=catalog,
+                              streams=streams, args=args)
         process = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout,
             env={**clean_env(), **(env or {})},
         )
-    messages = [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
-    return TapRun(process.returncode, process.stdout, process.stderr, messages)
+    return TapRun(process.returncode, process.stdout, process.stderr,
+                  parse_messages(process.stdout.splitlines()))
+
+
+def tap_command(
+    folder: Path,
+    config: dict,
+    *,
+    state: dict | None = None,
+    catalog: dict | None = None,
+    streams: t.Iterable[str] | None = None,
+    args: t.Iterable[str] = (),
+) -> list[str]:
+    """The command line running `tap-events` on files written to `folder`."""
+    (folder / "config.json").write_text(json.dumps(config))
+    command = [*TAP, "--config", str(folder / "config.json"), *args]
+    if state is not None:
+        (folder / "state.json").write_text(json.dumps(state))
+        command += ["--state", str(folder / "state.json")]
+    if streams is not None:
+        catalog = select_streams(discover(config), set(streams))
+    if catalog is not None:
+        (folder / "catalog.json").write_text(json.dumps(catalog))
+        command += ["--catalog", str(folder / "catalog.json")]
+    return command
+
+
+def parse_messages(lines: t.Iterable[str]) -> list[dict]:
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+class RunningTap:
+    """`tap-events` running in the background (tail mode): its stdout is read as it comes,
+    each line stamped with the time it arrived."""
+
+    def __init__(self, config: dict, *, state: dict | None = None,
+                 streams: t.Iterable[str] | None = None) -> None:
+        self.folder = tempfile.TemporaryDirectory()
+        command = tap_command(Path(self.folder.name), config, state=state, streams=streams)
+        self.stderr_file = (Path(self.folder.name) / "stderr.log").open("w+")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                        stderr=self.stderr_file, text=True, env=clean_env())
+        #: (time.monotonic() when read, line) for every stdout line so far.
+        self.lines: list[tuple[float, str]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append((time.monotonic(), line))
+
+    def messages(self) -> list[tuple[float, dict]]:
+        return [(at, json.loads(line)) for at, line in list(self.lines)
+                if line.startswith("{")]
+
+    def wait_for(self, condition: t.Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"gave up waiting; stderr:\n{self.stderr()[-3000:]}")
+            time.sleep(0.02)
+
+    def stderr(self) -> str:
+        self.stderr_file.flush()
+        return (Path(self.folder.name) / "stderr.log").read_text()
+
+    def wait(self, timeout: float = 60) -> TapRun:
+        """Wait for the process to end; what it wrote, as `run_tap` returns it."""
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        self.reader.join(timeout=10)
+        stdout = "".join(line for _, line in self.lines)
+        run = TapRun(self.process.returncode, stdout, self.stderr(),
+                     parse_messages(stdout.splitlines()))
+        self.stderr_file.close()
+        self.folder.cleanup()
+        return run
 
 
 def clean_env() -> dict[str, str]:

@@ -5,9 +5,10 @@
   `since_ulid` on the v1 stream), and only one `since*` form per request: a rule broken → 400;
 - `since`/`until` take RFC 3339 (with offset) or `YYYY-MM-DD`; `since*` bounds are inclusive (the
   event at the bound is replayed, as Alpaca warns it may be), `until*` bounds too;
-- a request with an `until*` bound ends with a clean close once the bound is passed (waiting
-  with heartbeats while the bound lies in the future); without one the stream never ends:
-  after the history it sends `:heartbeat` comments until the client goes away;
+- a request with an `until*` bound ends with a clean close once the bound is passed (sending
+  events added meanwhile, and heartbeats, while the bound lies in the future); without one the
+  stream never ends: after the history it sends each event as it is added (`add_events`), and
+  `:heartbeat` comments between them, until the client goes away;
 - ids are real ULIDs minted from the event time; events of two accounts are not always sent in
   id order (every tenth pair of a stream is swapped), as Alpaca only orders per account;
 - framing as seen in Alpaca's samples and beyond: admin actions arrive as JSON lists (one to
@@ -263,52 +264,83 @@ class AlpacaAPI(EmulatedAPI):
                         headers={"Cache-Control": "no-cache"})
 
     def frames(self, feed: Feed, bounds: Bounds, fault: Fault | None) -> Iterator[bytes]:
-        """The stream body: history within the bounds, then a close or endless heartbeats."""
+        """The stream body: history within the bounds, then live events as they are added,
+        with heartbeats while none come, until a reached `until*` bound closes it (never,
+        without one: then only the client leaving ends it)."""
         end = feed.line_end
         heartbeat = f":heartbeat{end}{end}".encode()
         yield heartbeat
         sent = 0
         skip = 0
-        size = self.feed_size(feed)
+        slot = self.first_slot(feed, bounds)
         batch: list[dict[str, t.Any]] = []
-        for slot in range(self.first_slot(feed, bounds), size):
-            event = self.event(feed, self.delivered_position(slot, size))
-            if bounds.after_until(event, feed):
-                break
-            if not bounds.admits(event, feed):
-                continue
-            if fault is not None and sent == int(fault.options.get("at", 0)):
-                if batch:
+        while True:
+            ending = bounds.has_until and bounds.until_passed()
+            size = self.feed_size(feed)
+            # A live stream holds back an event whose delivery partner is not there yet.
+            limit = size if ending else self.settled_size(size)
+            while slot < limit:
+                event = self.event(feed, self.delivered_position(slot, size))
+                slot += 1
+                if bounds.after_until(event, feed):
+                    ending, slot = True, limit
+                    break
+                if not bounds.admits(event, feed):
+                    continue
+                if fault is not None and sent == int(fault.options.get("at", 0)):
+                    if batch:
+                        yield self.frame(batch, end)
+                        batch = []
+                    comment = self.fault_comment(fault)
+                    if comment:
+                        yield f": {comment}{end}{end}".encode()
+                    if fault.kind == "sse_internal_error":
+                        return
+                    if fault.kind == "sse_slow_client":
+                        skip = int(fault.options.get("dropped", 10))
+                    if fault.kind == "sse_stall":
+                        time.sleep(float(fault.options.get("seconds", 5)))
+                    fault = None
+                sent += 1
+                if skip:
+                    skip -= 1
+                    continue
+                if feed.stream == "alpaca_admin_action_events":
+                    # Lists of one to three events per `data:` line, as in Alpaca's sample;
+                    # a live stream sends what it has without waiting for a full list.
+                    batch.append(event)
+                    if len(batch) < 1 + (slot - 1) % 3 and slot < limit:
+                        continue
                     yield self.frame(batch, end)
                     batch = []
-                comment = self.fault_comment(fault)
-                if comment:
-                    yield f": {comment}{end}{end}".encode()
-                if fault.kind == "sse_internal_error":
-                    return
-                if fault.kind == "sse_slow_client":
-                    skip = int(fault.options.get("dropped", 10))
-                if fault.kind == "sse_stall":
-                    time.sleep(float(fault.options.get("seconds", 5)))
-                fault = None
-            sent += 1
-            if skip:
-                skip -= 1
-                continue
-            if feed.stream == "alpaca_admin_action_events":
-                # Lists of one to three events per `data:` line, as in Alpaca's sample.
-                batch.append(event)
-                if len(batch) < 1 + slot % 3:
-                    continue
+                else:
+                    yield self.frame(event, end,
+                                     split=feed.stream == "alpaca_funding_status_events")
+                if sent % HEARTBEAT_EVERY_EVENTS == 0:
+                    yield heartbeat
+            if batch:
                 yield self.frame(batch, end)
                 batch = []
-            else:
-                yield self.frame(event, end, split=feed.stream == "alpaca_funding_status_events")
-            if sent % HEARTBEAT_EVERY_EVENTS == 0:
+            if ending:
+                return
+            if not self.wait_for_events(feed, beyond=slot):
                 yield heartbeat
-        if batch:
-            yield self.frame(batch, end)
-        yield from self.wait_for_bound(bounds, heartbeat)
+
+    def wait_for_events(self, feed: Feed, beyond: int) -> bool:
+        """Wait up to a heartbeat interval for events past slot `beyond` of `feed`."""
+        with self.added:
+            return self.added.wait_for(
+                lambda: self.settled_size(self.feed_size(feed)) > beyond,
+                timeout=self.heartbeat_seconds)
+
+    @staticmethod
+    def settled_size(size: int) -> int:
+        """Events that can go out now: the last one waits when it is the first of a pair
+        that `delivered_position` swaps, since its partner is not there yet."""
+        last = size - 1
+        if size % 2 == 1 and (last // 2) % 10 == 3:
+            return last
+        return size
 
     @staticmethod
     def fault_comment(fault: Fault) -> str:
@@ -327,16 +359,6 @@ class AlpacaAPI(EmulatedAPI):
             head, tail = text.split(",", 1)
             return f"data: {head},{end}data: {tail}{end}{end}".encode()
         return f"data: {text}{end}{end}".encode()
-
-    def wait_for_bound(self, bounds: Bounds, heartbeat: bytes) -> Iterator[bytes]:
-        """Heartbeats until a future `until` passes; forever (until the client leaves) without
-        any `until*` bound. A reached bound ends the response: a clean close."""
-        while True:
-            if bounds.has_until and (bounds.until is None
-                                     or datetime.datetime.now(datetime.UTC) >= bounds.until):
-                return
-            time.sleep(self.heartbeat_seconds)
-            yield heartbeat
 
     def first_slot(self, feed: Feed, bounds: Bounds) -> int:
         """Where to start reading: a little before the `since*` time (exact filter follows)."""
@@ -387,6 +409,10 @@ class Bounds:
             # The v1 stream's integer `since_id` is legacy and not emulated.
             raise ParameterError("since_id is not supported here, use since_ulid")
         return bounds
+
+    def until_passed(self) -> bool:
+        """A time bound in the past (an id bound is only reached by the events)."""
+        return self.until is None or datetime.datetime.now(datetime.UTC) >= self.until
 
     def start_time(self) -> datetime.datetime | None:
         if self.since is not None:

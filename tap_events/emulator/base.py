@@ -43,6 +43,8 @@ class EmulatedAPI:
     def __init__(self, *, events: int, seed: int, now: datetime.datetime | None = None) -> None:
         self.seed = seed
         self.lock = threading.RLock()
+        #: Notified when events are added: wakes long polls and open streams waiting for them.
+        self.added = threading.Condition(self.lock)
         self.requests: deque[dict[str, t.Any]] = deque(maxlen=10_000)
         started = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
         # Events are a function of their index: memory does not grow with the event count.
@@ -65,6 +67,7 @@ class EmulatedAPI:
         """Append `count` new events (between two runs of a test or the demo)."""
         with self.lock:
             self.count += count
+            self.added.notify_all()
             return {"events": self.count}
 
     def stream_counts(self) -> dict[str, int]:

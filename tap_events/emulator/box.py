@@ -9,16 +9,24 @@
   some pages come back short although more events exist;
 - an empty page ends the feed: user feeds echo the position, `admin_logs` answers position `0`;
 - `admin_logs` honours `created_after`/`created_before`, both enterprise feeds `event_type`;
-- `POST /oauth2/token` (Client Credentials Grant) and 401 for a wrong or expired token.
+- `POST /oauth2/token` (Client Credentials Grant) and 401 for a wrong or expired token;
+- long polling for the user feeds: `OPTIONS /2.0/events` names a realtime server (`ttl` and
+  `max_retries` as strings on even channels, numbers on odd ones, as spec and guide differ);
+  `GET /realtime/subscribe?channel=…&stream_position=…` answers `new_change` at once when
+  events lie past the position or as soon as some are added, `reconnect` after
+  `realtime_timeout` seconds without any, and `max_retries` once the channel has been
+  polled more than `max_retries` times.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import secrets
 import time
 import typing as t
 import uuid
+from collections import OrderedDict
 
 from werkzeug.routing import Map, Rule
 
@@ -51,19 +59,32 @@ def box_time(moment: datetime.datetime, index: int) -> str:
 class BoxAPI(EmulatedAPI):
     name = "box"
     url_map = Map([
-        Rule("/2.0/events", endpoint="events", methods=["GET"]),
+        Rule("/2.0/events", endpoint="events", methods=["GET", "OPTIONS"]),
         Rule("/oauth2/token", endpoint="token", methods=["POST"]),
+        Rule("/realtime/subscribe", endpoint="realtime", methods=["GET"]),
     ])
 
     #: Every this many pages of an at-least-once feed comes back at half size.
     SHORT_PAGE_EVERY = 5
 
-    def __init__(self, *, events: int, seed: int, token_ttl: int = 3600, **kwargs: t.Any) -> None:
+    #: Realtime channels remembered (with their poll counts); older ones are forgotten.
+    CHANNELS_KEPT = 1000
+
+    def __init__(self, *, events: int, seed: int, token_ttl: int = 3600,
+                 realtime_timeout: float = 600.0, retry_timeout: int = 610,
+                 max_retries: int = 10, **kwargs: t.Any) -> None:
         super().__init__(events=events, seed=seed, **kwargs)
         self.user_count = events
         self.enterprise_count = events
         self.token_ttl = token_ttl
         self.tokens: dict[str, float] = {}
+        #: Seconds a long poll waits for an event before answering `reconnect`.
+        self.realtime_timeout = realtime_timeout
+        #: Advertised by OPTIONS: the client's read timeout and polls per channel.
+        self.retry_timeout = retry_timeout
+        self.max_retries = max_retries
+        self.channels: OrderedDict[str, int] = OrderedDict()
+        self.channel_numbers = itertools.count()
 
     def add_events(self, count: int, feed: str = "all", **options: t.Any) -> dict[str, t.Any]:
         with self.lock:
@@ -72,6 +93,7 @@ class BoxAPI(EmulatedAPI):
             if feed in ("all", "enterprise"):
                 self.enterprise_count += count
             self.count = max(self.user_count, self.enterprise_count)
+            self.added.notify_all()
             return {"user_events": self.user_count, "enterprise_events": self.enterprise_count}
 
     def stream_counts(self) -> dict[str, int]:
@@ -196,6 +218,8 @@ class BoxAPI(EmulatedAPI):
                               "or has expired")
         args = request.args
         stream_type = args.get("stream_type", "all")
+        if request.method == "OPTIONS":
+            return self.realtime_servers(request, stream_type)
         try:
             limit = min(int(args.get("limit", 100)), 500)
         except ValueError:
@@ -213,6 +237,47 @@ class BoxAPI(EmulatedAPI):
                              self.enterprise_count, self.enterprise_event, as_string=False,
                              types=types)
         return self.admin_logs(args, limit, types)
+
+    # ----------------------------------------------------------------- long polling
+
+    def realtime_servers(self, request: Request, stream_type: str) -> Response:
+        if stream_type not in ("all", "changes", "sync"):
+            return self.error(400, "bad_request", "Long polling is only available for user "
+                              "events")
+        number = next(self.channel_numbers)
+        channel = self.digest("channel", number)[:20]
+        with self.lock:
+            self.channels[channel] = 0
+            while len(self.channels) > self.CHANNELS_KEPT:
+                self.channels.popitem(last=False)
+        as_text = number % 2 == 0
+        return json_response({"chunk_size": 1, "entries": [{
+            "type": "realtime_server",
+            "url": f"{request.host_url}{self.name}/realtime/subscribe?channel={channel}"
+                   f"&stream_type={stream_type}",
+            "ttl": "10" if as_text else 10,
+            "max_retries": str(self.max_retries) if as_text else self.max_retries,
+            "retry_timeout": self.retry_timeout,
+        }]})
+
+    def realtime(self, request: Request) -> Response:
+        """One long poll: a tiny message, never events."""
+        channel = request.args.get("channel", "")
+        raw = request.args.get("stream_position")
+        with self.lock:
+            polls = self.channels.get(channel)
+            if polls is None:
+                return self.error(400, "bad_request", f"Unknown channel {channel!r}")
+            self.channels[channel] = polls + 1
+            if polls >= self.max_retries:
+                return json_response({"message": "max_retries", "version": 1})
+            index = self.parse_position(raw, USER_BASE, self.user_count)
+            if index is None:
+                return self.error(400, "bad_request", f"Invalid stream_position {raw!r}")
+            changed = self.added.wait_for(lambda: self.user_count > index,
+                                          timeout=self.realtime_timeout)
+        return json_response({"message": "new_change" if changed else "reconnect",
+                              "version": 1})
 
     def parse_position(self, raw: str | None, base: int, count: int) -> int | None:
         if raw in (None, "", "0"):

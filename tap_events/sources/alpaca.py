@@ -20,6 +20,12 @@ connection after every one that brought new events, starting again a little befo
 event emitted; the SDK ends the stream at the first connection with nothing new that closed
 cleanly. A connection cut short (the comments above, a dropped socket, silence past the idle
 timeout) asks for another connection even when it brought nothing, within the retry budget.
+
+Tail mode (tap_events/tail.py) is the one place a request goes out without `until`: once the
+stream has caught up, one connection stays open and each event is emitted as it arrives; a
+drop, an internal-error comment, idle silence or even a clean close reconnects from the newest
+event emitted (less `lookback_minutes`), and the connection ends with the tail's budget (its
+read timeout never outlasts it).
 """
 
 from __future__ import annotations
@@ -179,7 +185,9 @@ class ReconnectPaginator(BaseAPIPaginator[Connection | None]):
         super().__init__(start_value=None)
         self.stream = stream
 
-    def get_next(self, response: requests.Response) -> Connection:
+    def get_next(self, response: requests.Response) -> Connection | None:
+        if self.stream.tail is not None and self.stream.tail.over:
+            return None
         number = self.current_value.number + 1 if self.current_value else 1
         return Connection(number, self.stream.read_from())
 
@@ -232,8 +240,16 @@ class AlpacaStream(EventStream):
 
     @property
     def timeout(self) -> tuple[float, float]:  # type: ignore[override]
-        """The read timeout is the idle timer: any byte (an event, a heartbeat) resets it."""
-        return (10, float(self.settings["idle_timeout_seconds"]))
+        """The read timeout is the idle timer: any byte (an event, a heartbeat) resets it.
+
+        While tailing it is also cut to the time left, so a quiet stream ends on time.
+        """
+        idle = float(self.settings["idle_timeout_seconds"])
+        return (10, idle if self.tail is None else self.tail.read_timeout(idle))
+
+    def tail_records(self, context: Context | None) -> Iterator[dict]:
+        """One open connection, reconnected as needed, until the tail's budget ends."""
+        yield from self.request_records(context)
 
     def get_new_paginator(self) -> ReconnectPaginator:
         return ReconnectPaginator(self)
@@ -242,10 +258,15 @@ class AlpacaStream(EventStream):
 
     def get_url_params(self, context: Context | None, next_page_token: Connection | None
                        ) -> dict[str, t.Any]:
-        """`since` and `until`, always both: without `until` the server never closes."""
+        """`since` and `until`, always both: without `until` the server never closes.
+
+        Except while tailing, where not closing is the point: `since` alone.
+        """
         if next_page_token is None:
             self.start_run(context)
         since = next_page_token.since if next_page_token else self.read_from()
+        if self.tail is not None:
+            return {"since": rfc3339(since)}
         assert self._until is not None
         return {"since": rfc3339(since), "until": rfc3339(self._until)}
 
@@ -277,8 +298,13 @@ class AlpacaStream(EventStream):
         """
         interruption: str | None = None
         fresh = 0
+        chunks: Iterable[bytes] = (
+            response.iter_content(chunk_size=READ_CHUNK_BYTES) if self.tail is None
+            # Tailing: other streams write while this one waits; the budget ends the read.
+            else self.tail.body_chunks(response, READ_CHUNK_BYTES, self.timeout[1])
+        )
         try:
-            for item in sse.parse(response.iter_content(chunk_size=READ_CHUNK_BYTES)):
+            for item in sse.parse(chunks):
                 if isinstance(item, sse.Comment):
                     interruption = self.read_comment(item.text)
                     if interruption:
@@ -297,6 +323,10 @@ class AlpacaStream(EventStream):
             interruption = self.describe_lost_connection(error)
         finally:
             response.close()
+        if self.tail is not None:
+            # The budget's end is no interruption; a close before it is one (the server
+            # never ends a stream without `until` by itself).
+            interruption = None if self.tail.over else interruption or "a closed connection"
         response.interruption = interruption  # type: ignore[attr-defined]
         if interruption:
             self.before_reconnect(interruption, fresh)
@@ -366,7 +396,9 @@ class AlpacaStream(EventStream):
             wait = self.retry_wait(RuntimeError(interruption), self._interruptions + 1)
         self.logger.warning("%s: reconnecting in %.1f s after %s", self.name, wait,
                             interruption)
-        if wait:
+        if wait and self.tail is not None:
+            self.tail.sleep(wait)
+        elif wait:
             time.sleep(wait)
 
 

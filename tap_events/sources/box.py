@@ -7,25 +7,32 @@ Facts this module relies on (../shared/apis/box.md):
   empty `admin_logs` page may carry position `0`, which must never replace a bookmark;
 - every feed but `admin_logs` repeats events: they are dropped by `event_id` within a run and
   upserted on `event_id` by the target across runs;
-- `admin_logs` honours `created_after`/`created_before`, which must stay the same on every page.
+- `admin_logs` honours `created_after`/`created_before`, which must stay the same on every page;
+- tail mode (tap_events/tail.py): the user feed long-polls (`OPTIONS /events` names a realtime
+  server, whose `new_change` means "read from the bookmark now"); the enterprise feeds cannot
+  and poll like any other stream.
 """
 
 from __future__ import annotations
 
 import datetime
 import typing as t
+from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
+import requests
 from singer_sdk import typing as th
 from singer_sdk.authenticators import BearerTokenAuthenticator, OAuthAuthenticator
+from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_events.client import EventStream, TapEventsError
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
-    import requests
+    from collections.abc import Iterator
+
     from singer_sdk.helpers.types import Context
 
 #: The position a feed starts from when there is no bookmark: the oldest retained event.
@@ -272,6 +279,9 @@ class BoxStream(EventStream):
     def stream_type(self) -> str:
         raise NotImplementedError
 
+    #: The feed's latest `next_stream_position`, from the last page read (tail mode).
+    feed_position: str | None = None
+
     def starting_position(self, context: Context | None) -> str:
         """The bookmark, or the oldest retained event on a first run."""
         value = self.bookmark(context)
@@ -294,12 +304,15 @@ class BoxStream(EventStream):
         gaps. A STATE after the page points past it.
         """
         entries = body.get("entries") or []
+        following = body.get("next_stream_position")
+        if following not in (None, "", 0, OLDEST):
+            # Where the feed stands, even after an empty page: what a long poll waits past.
+            self.feed_position = str(following)
         if not entries:
             return
         sent = parse_qs(urlsplit(response.request.url).query).get(  # type: ignore[arg-type]
             "stream_position", [OLDEST]
         )[0]
-        following = body.get("next_stream_position")
         last = len(entries) - 1
         for index, event in enumerate(entries):
             event[POSITION_FIELD] = (
@@ -318,14 +331,132 @@ class BoxStream(EventStream):
         return row
 
 
+@dataclass(frozen=True)
+class RealtimeServer:
+    """One entry of `OPTIONS /events`: where to long-poll, for how long, how often."""
+
+    url: str
+    max_retries: int
+    retry_timeout: float
+
+
 class BoxEventsStream(BoxStream):
     """`box_events`: the user event stream (`all`, `changes` or `sync`)."""
 
     name = "box_events"
 
+    #: Long-poll answers (`message`) beside Box's own `new_change` and `reconnect`.
+    TIMED_OUT = "timed out"
+    FAILED = "failed"
+    REFUSED = "refused"
+
+    #: Set once the realtime server refused this run: the stream then polls.
+    long_poll_refused = False
+
     @property
     def stream_type(self) -> str:
         return self.settings["user_stream_type"]
+
+    # ----------------------------------------------------------------- long polling
+
+    def tail_records(self, context: Context | None) -> Iterator[dict]:
+        """Box's long-poll protocol (../shared/apis/box.md, "Long-poll protocol").
+
+        `OPTIONS /events` names a realtime server; a GET there waits for `new_change`
+        (read from the bookmark, then wait again) or `reconnect` (ask OPTIONS again). No
+        answer within `retry_timeout` is retried on the same server, up to `max_retries`
+        polls, and so is a failed poll after a back-off (with a read, in case the realtime
+        server is what fails); a `max_retries` answer or any other means a new server.
+        Events repeated across reads are dropped by `seen_before`. Should the realtime
+        server refuse the tap (it gets no token over plain http), the stream polls instead.
+        """
+        run = self.tail
+        assert run is not None
+        # What arrived while the other streams caught up (or since the last poll).
+        yield from run.read_new(self, context)
+        if self.long_poll_refused:
+            return  # the tail syncs the stream again after tail_poll_seconds
+        while not run.over:
+            server = self.realtime_server()
+            failures = 0
+            for _ in range(server.max_retries):
+                answer = self.long_poll(server)
+                if run.over:
+                    return
+                if answer == self.REFUSED:
+                    self.logger.warning(
+                        "%s: the realtime server refused the long poll; polling every %g s "
+                        "instead", self.name, run.poll_seconds)
+                    self.long_poll_refused = True
+                    return
+                if answer == self.FAILED:
+                    failures += 1
+                    if not run.sleep(self.retry_wait(RuntimeError(answer), failures)):
+                        return
+                if answer in ("new_change", self.FAILED):
+                    yield from run.read_new(self, context)
+                elif answer != self.TIMED_OUT:
+                    self.logger.debug("%s: long poll answered %r: asking for a new realtime "
+                                      "server", self.name, answer)
+                    break
+
+    def realtime_server(self) -> RealtimeServer:
+        """`OPTIONS /events`, with the SDK's retries and error handling."""
+        params = {} if self.stream_type == "all" else {"stream_type": self.stream_type}
+        prepared = self.build_prepared_request(
+            method="OPTIONS", url=f"{self.url_base}{self.path}", params=params,
+            headers=self.http_headers)
+        response = self.request_decorator(self._request)(prepared, None)
+        try:
+            entry = response.decoded["entries"][0]  # type: ignore[attr-defined]
+            return RealtimeServer(
+                url=str(entry["url"]),
+                # The spec types these as strings, the guide's sample as numbers.
+                max_retries=max(1, int(entry.get("max_retries", 10))),
+                retry_timeout=float(entry.get("retry_timeout", 610)),
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise TapEventsError(
+                f"Box stream '{self.name}': OPTIONS /events did not name a realtime server "
+                f"({type(error).__name__}: {error}): {response.text[:200]}", response
+            ) from error
+
+    def long_poll(self, server: RealtimeServer) -> str:
+        """One wait on the realtime server: its `message`, or what went wrong."""
+        from tap_events.tap import is_safe_url  # the tap imports this module
+
+        params = {"stream_position": self.feed_position or self.starting_position(None)}
+        # The token only travels over https: Box's realtime URLs are plain http, and the
+        # channel in the URL is what names the subscription.
+        if is_safe_url(server.url):
+            prepared = self.build_prepared_request(
+                method="GET", url=server.url, params=params, headers=self.http_headers)
+        else:
+            prepared = requests.Request("GET", server.url, params=params,
+                                        headers={"User-Agent": self.user_agent}).prepare()
+        assert self.tail is not None
+        try:
+            with self.tail.waiting():
+                response = self.requests_session.send(
+                    prepared, timeout=(10, self.tail.read_timeout(server.retry_timeout)))
+        except requests.exceptions.Timeout:
+            return self.TIMED_OUT
+        except requests.exceptions.RequestException as error:
+            self.logger.warning("%s: long poll failed: %s", self.name, type(error).__name__)
+            return self.FAILED
+        status = response.status_code
+        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            return self.REFUSED
+        try:
+            self.validate_response(response)
+        except RetriableAPIError as error:
+            self.logger.warning("%s: long poll failed: %s", self.name, error)
+            return self.FAILED
+        except TapEventsError as error:
+            # A 4xx from the realtime server (a `max_retries` error among them): start over.
+            return str(error)
+        body = response.decoded  # type: ignore[attr-defined]
+        return str(body.get("message") if isinstance(body, dict) else body)
 
 
 class BoxEnterpriseEventsStream(BoxStream):
@@ -354,6 +485,9 @@ class BoxEnterpriseEventsStream(BoxStream):
             params = super().get_url_params(context, next_page_token)
         else:
             params = {"stream_type": "admin_logs", "limit": self.settings["page_size"]}
+            if next_page_token is None and self.tail is not None:
+                # Each poll of a tail run reads a new window, up to the time of that poll.
+                self.window_end = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
             # Same window on every page, as Box requires for the position to stay valid.
             start = self.get_starting_timestamp(context)
             if start:

@@ -240,6 +240,9 @@ class SocotraEventsStream(SocotraStream):
         return start
 
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
+        if self.tail is not None:
+            # Tail mode syncs again every tail_poll_seconds, each time up to a new window end.
+            self.window_end = datetime.datetime.now(datetime.UTC) - END_LAG
         start = self.window_start(context)
         if start is not None and start >= self.window_end:
             self.logger.info(

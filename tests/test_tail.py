@@ -1,0 +1,352 @@
+"""Tail mode: the emulator adds events while the real `tap-events` process listens.
+
+Every test runs the CLI in the background (`RunningTap`), waits until its streams listen,
+adds events, and checks what came out: every event exactly once, within the budget, STATE as
+promised, and a clean end (by the budget or by SIGTERM) that the next run resumes from.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tap_events.emulator import alpaca as emulated_alpaca
+from tap_events.emulator import start_emulator, tap_config
+from tap_events.emulator.box import USER_BASE
+from tap_events.sources.alpaca import CURSOR_FIELD
+from tap_events.tap import TapEvents
+from tests.support import RunningTap, log_lines, run_tap
+
+EVENTS = 300
+TRADES = "alpaca_trade_events"
+FEEDS = {feed.stream: feed for feed in emulated_alpaca.FEEDS}
+#: Slack for a loaded CI machine on top of what the tap promises.
+SLACK = 2.0
+
+
+@pytest.fixture
+def make_emulator():
+    servers = []
+
+    def make(**options):
+        server = start_emulator(events=EVENTS, seed=11, options=options)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def tail_config(emulator, **settings) -> dict:
+    return {**tap_config(emulator.url), "tail_state_seconds": 1, **settings}
+
+
+def box_ids(emulator, start: int, stop: int) -> list[str]:
+    api = emulator.app.apis["box"]
+    return [api.user_event(index)["event_id"] for index in range(start, stop)]
+
+
+def alpaca_id(emulator, index: int) -> tuple[str, str]:
+    """The stream and id of the alpaca event with global number `index`."""
+    api = emulator.app.apis["alpaca"]
+    feed = emulated_alpaca.FEEDS[index % len(emulated_alpaca.FEEDS)]
+    return feed.stream, api.event(feed, index // len(emulated_alpaca.FEEDS))[feed.id_field]
+
+
+def options_calls(emulator) -> list[dict]:
+    return [r for r in emulator.requests("box") if r["method"] == "OPTIONS"]
+
+
+def realtime_polls(emulator) -> list[dict]:
+    return [r for r in emulator.requests("box") if r["path"] == "/realtime/subscribe"]
+
+
+def unbounded(emulator, stream: str) -> list[dict]:
+    return [r for r in emulator.requests("alpaca")
+            if r["path"] == FEEDS[stream].path and "until" not in r["query"]]
+
+
+def arrival_times(tap: RunningTap, key: str = "event_id") -> dict[str, float]:
+    return {m["record"][key]: at for at, m in tap.messages() if m["type"] == "RECORD"}
+
+
+def assert_once(ids: list[str], expected: list[str]) -> None:
+    assert len(ids) == len(set(ids)), "an event was emitted twice"
+    assert set(ids) == set(expected), f"{len(set(expected) - set(ids))} event(s) missing"
+
+
+# ---------------------------------------------------------------------------- Box long polling
+
+
+def test_box_long_poll_emits_each_new_event_once_and_fast(make_emulator):
+    # The realtime server answers `reconnect` after 1 s without events: several rounds.
+    emulator = make_emulator(box={"realtime_timeout": 1.0})
+    tap = RunningTap(tail_config(emulator, tail_seconds=4), streams=["box_events"])
+    tap.wait_for(lambda: realtime_polls(emulator))
+    started = time.monotonic()
+    added: dict[str, float] = {}
+    for batch in range(4):
+        count = EVENTS + 5 * batch
+        stamp = time.monotonic()
+        emulator.add_events("box", 5, feed="user")
+        added.update(dict.fromkeys(box_ids(emulator, count, count + 5), stamp))
+        time.sleep(0.6)
+    run = tap.wait(timeout=30)
+    ended = time.monotonic()
+
+    assert run.returncode == 0, run.stderr
+    assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 20))
+    arrived = arrival_times(tap)
+    delays = [arrived[event_id] - stamp for event_id, stamp in added.items()]
+    assert max(delays) < 1.0 + SLACK, delays
+    assert ended - started < 4 + SLACK
+    # `reconnect` was answered and followed by a new OPTIONS call, as Box asks.
+    assert len(options_calls(emulator)) >= 3
+    assert run.bookmark("box_events")["replication_key_value"] == str(USER_BASE + EVENTS + 20)
+    assert not log_lines(run, "ERROR") and not log_lines(run, "WARNING")
+
+
+def test_box_long_poll_retries_a_silent_server_then_asks_for_a_new_one(make_emulator):
+    # The server never answers within the advertised retry_timeout: after max_retries polls
+    # on one channel the tap must ask OPTIONS for a new one.
+    emulator = make_emulator(box={"realtime_timeout": 30.0, "retry_timeout": 0.4,
+                                  "max_retries": 2})
+    tap = RunningTap(tail_config(emulator, tail_seconds=3), streams=["box_events"])
+    tap.wait_for(lambda: realtime_polls(emulator))
+    time.sleep(1.0)
+    emulator.add_events("box", 7, feed="user")
+    run = tap.wait(timeout=30)
+
+    assert run.returncode == 0, run.stderr
+    assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 7))
+    polls = realtime_polls(emulator)
+    per_channel: dict[str, int] = {}
+    for poll in polls:
+        channel = poll["query"]["channel"][0]
+        per_channel[channel] = per_channel.get(channel, 0) + 1
+    assert len(per_channel) >= 2, "never asked for a new realtime server"
+    assert max(per_channel.values()) <= 2, "polled a channel past its max_retries"
+    assert len(options_calls(emulator)) == len(per_channel)
+
+
+def test_box_max_retries_answers_and_errors_restart_from_options(make_emulator):
+    emulator = make_emulator(box={"realtime_timeout": 1.0})
+    # The first poll hears `max_retries`, the second a Box-style 400 error.
+    emulator.inject("box", "status", path="/realtime", status=200,
+                    body={"message": "max_retries"})
+    emulator.inject("box", "status", path="/realtime", status=400,
+                    body={"type": "error", "status": 400, "code": "max_retries",
+                          "message": "Too many retries on this channel"})
+    tap = RunningTap(tail_config(emulator, tail_seconds=3), streams=["box_events"])
+    tap.wait_for(lambda: realtime_polls(emulator))
+    emulator.add_events("box", 4, feed="user")
+    run = tap.wait(timeout=30)
+
+    assert run.returncode == 0, run.stderr
+    assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 4))
+    methods = [r["method"] for r in emulator.requests("box")
+               if r["method"] == "OPTIONS" or r["path"] == "/realtime/subscribe"]
+    # Polls answered by an injected fault are not in the API's log: OPTIONS, (max_retries),
+    # OPTIONS, (400), OPTIONS, then the first poll the realtime server saw.
+    assert methods[:4] == ["OPTIONS", "OPTIONS", "OPTIONS", "GET"]
+    assert not log_lines(run, "ERROR")
+
+
+def test_box_falls_back_to_polling_when_the_realtime_server_refuses(make_emulator):
+    """The token never goes to a plain-http realtime URL (Box's are): should the server
+    want one, the stream says so once and polls instead."""
+    emulator = make_emulator()
+    emulator.inject("box", "status", path="/realtime", status=401,
+                    body={"type": "error", "status": 401, "code": "unauthorized"})
+    tap = RunningTap(tail_config(emulator, tail_seconds=3, tail_poll_seconds=0.5),
+                     streams=["box_events"])
+    tap.wait_for(lambda: "polling every 0.5 s instead" in tap.stderr())
+    emulator.add_events("box", 6, feed="user")
+    run = tap.wait(timeout=30)
+
+    assert run.returncode == 0, run.stderr
+    assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 6))
+    assert len(options_calls(emulator)) == 1
+    assert not realtime_polls(emulator)  # the one refused poll was the injected fault
+
+
+# ---------------------------------------------------------------------------- Alpaca live SSE
+
+
+def test_alpaca_streams_stay_connected_and_emit_each_event_once_and_fast(make_emulator):
+    emulator = make_emulator(alpaca={"heartbeat_seconds": 0.3})
+    streams = list(FEEDS)
+    tap = RunningTap(tail_config(emulator, tail_seconds=4), streams=streams)
+    tap.wait_for(lambda: all(unbounded(emulator, stream) for stream in streams))
+    started = time.monotonic()
+    added: dict[str, tuple[str, float]] = {}
+    for batch in range(3):
+        stamp = time.monotonic()
+        emulator.add_events("alpaca", 10)
+        for index in range(EVENTS + 10 * batch, EVENTS + 10 * (batch + 1)):
+            stream, event_id = alpaca_id(emulator, index)
+            added[event_id] = (stream, stamp)
+        time.sleep(0.6)
+    run = tap.wait(timeout=30)
+    ended = time.monotonic()
+
+    assert run.returncode == 0, run.stderr
+    for stream in streams:
+        id_field = FEEDS[stream].id_field
+        expected = [alpaca_id(emulator, index)[1] for index in range(EVENTS + 30)
+                    if alpaca_id(emulator, index)[0] == stream]
+        assert_once(run.ids(stream, id_field), expected)
+        assert run.bookmark(stream)["replication_key_value"] == max(expected)
+        # One open connection per stream did it all: no reconnect was needed.
+        assert len(unbounded(emulator, stream)) == 1
+    arrived = {}
+    for at, message in tap.messages():
+        if message["type"] == "RECORD":
+            record = message["record"]
+            arrived[record.get("event_ulid") or record["event_id"]] = at
+    delays = [arrived[event_id] - stamp for event_id, (_, stamp) in added.items()]
+    assert max(delays) < 1.0 + SLACK, delays
+    assert ended - started < 4 + SLACK
+    assert not log_lines(run, "WARNING")
+
+
+def test_alpaca_tail_reconnects_after_silence_and_internal_error(make_emulator):
+    emulator = make_emulator(alpaca={"heartbeat_seconds": 0.2})
+    # The two catch-up connections pass (the second finds nothing new); the first tail
+    # connection falls silent for 2 s (past the 1 s idle timeout), the next ends with
+    # Alpaca's internal-error comment.
+    emulator.inject("alpaca", "sse_stall", path=FEEDS[TRADES].path, after=2,
+                    options={"at": 5, "seconds": 2})
+    emulator.inject("alpaca", "sse_internal_error", path=FEEDS[TRADES].path,
+                    options={"at": 20})
+    config = tail_config(emulator, tail_seconds=5, max_retry_wait_seconds=1)
+    config["alpaca"]["idle_timeout_seconds"] = 1
+    tap = RunningTap(config, streams=[TRADES])
+    tap.wait_for(lambda: len(unbounded(emulator, TRADES)) >= 3)
+    emulator.add_events("alpaca", 25)
+    run = tap.wait(timeout=30)
+
+    assert run.returncode == 0, run.stderr
+    expected = [alpaca_id(emulator, index)[1] for index in range(EVENTS + 25)
+                if alpaca_id(emulator, index)[0] == TRADES]
+    assert_once(run.ids(TRADES), expected)
+    warnings = "\n".join(log_lines(run, "WARNING"))
+    assert "no event or heartbeat for 1 s" in warnings
+    assert "internal server error" in warnings
+
+
+# ---------------------------------------------------------------------------- polled streams
+
+
+def test_streams_without_a_push_channel_poll_at_tail_poll_seconds(make_emulator):
+    """discue, Box enterprise events (a new admin_logs window per poll) and Socotra (one
+    partition per tenant, each polled from its own bookmark)."""
+    emulator = make_emulator()
+    keys = {"discue_events": ("id",), "box_enterprise_events": ("event_id",),
+            "socotra_events": ("tenant_locator", "locator")}
+    tap = RunningTap(tail_config(emulator, tail_seconds=3, tail_poll_seconds=0.5),
+                     streams=list(keys))
+    tap.wait_for(lambda: "Tail mode" in tap.stderr())
+    emulator.add_events("discue", 6)
+    emulator.add_events("box", 6, feed="enterprise")
+    emulator.add_events("socotra", 6)
+    run = tap.wait(timeout=30)
+
+    assert run.returncode == 0, run.stderr
+    counts = emulator.stream_counts()
+    for stream, key in keys.items():
+        ids = [tuple(record[field] for field in key) for record in run.records(stream)]
+        assert len(ids) == len(set(ids)) == counts[stream], stream
+    assert counts["socotra_events"] > EVENTS and counts["discue_events"] == EVENTS + 6
+    # About one poll every 0.5 s for 3 s (each poll reads until a page comes back empty).
+    polls = [r for r in emulator.requests("discue") if r["path"] == "/v1/events"]
+    assert len(polls) >= 5
+
+
+# ---------------------------------------------------------------------------- state and SIGTERM
+
+
+def test_state_is_written_at_least_every_tail_state_seconds(make_emulator):
+    """An SSE connection is one long page: without the tail's clock no STATE would come
+    until 1000 records or the end of the run."""
+    emulator = make_emulator(alpaca={"heartbeat_seconds": 0.2})
+    tap = RunningTap(tail_config(emulator, tail_seconds=4, tail_state_seconds=0.5),
+                     streams=[TRADES])
+    tap.wait_for(lambda: unbounded(emulator, TRADES))
+    listening = time.monotonic()
+    for _ in range(12):
+        emulator.add_events("alpaca", 5)
+        time.sleep(0.2)
+    run = tap.wait(timeout=30)
+    assert run.returncode == 0, run.stderr
+
+    timed = tap.messages()
+    new_records = [(at, m) for at, m in timed if m["type"] == "RECORD" and at > listening]
+    assert len(new_records) == 12
+    for at, message in new_records:
+        cursor = message["record"][CURSOR_FIELD]
+        covering = [later for later, m in timed if m["type"] == "STATE" and later >= at
+                    and m["value"]["bookmarks"][TRADES]["replication_key_value"] >= cursor]
+        assert covering and covering[0] - at <= 0.5 + SLACK
+
+
+def test_sigterm_mid_tail_ends_cleanly_and_the_next_run_loses_nothing(make_emulator):
+    emulator = make_emulator(box={"realtime_timeout": 30.0},
+                             alpaca={"heartbeat_seconds": 30.0})
+    streams = ["box_events", TRADES]
+    # Both streams end up blocked: Box in a long poll, Alpaca in a silent SSE read.
+    tap = RunningTap(tail_config(emulator, tail_seconds=60), streams=streams)
+    tap.wait_for(lambda: realtime_polls(emulator) and unbounded(emulator, TRADES))
+    emulator.add_events("box", 5, feed="user")
+    emulator.add_events("alpaca", 10)
+    new_ids = box_ids(emulator, EVENTS, EVENTS + 5) + [
+        alpaca_id(emulator, index)[1] for index in range(EVENTS, EVENTS + 10)
+        if alpaca_id(emulator, index)[0] == TRADES]
+    tap.wait_for(lambda: set(new_ids) <= set(arrival_times(tap)))
+    time.sleep(0.3)
+    signalled = time.monotonic()
+    tap.process.send_signal(signal.SIGTERM)
+    first = tap.wait(timeout=20)
+    assert time.monotonic() - signalled < 3, "SIGTERM did not end a blocked tail promptly"
+    assert first.returncode == 0, first.stderr
+    assert first.messages[-1]["type"] == "STATE"
+
+    emulator.add_events("box", 3, feed="user")
+    emulator.add_events("alpaca", 10)
+    second = run_tap(tap_config(emulator.url), state=first.final_state, streams=streams)
+    assert second.returncode == 0, second.stderr
+    box = first.ids("box_events") + second.ids("box_events")
+    assert set(box) == set(box_ids(emulator, 0, EVENTS + 8))
+    assert len(second.ids("box_events")) < 10, "the state did not cover the first run"
+    trades = set(first.ids(TRADES) + second.ids(TRADES))
+    expected = {alpaca_id(emulator, index)[1] for index in range(EVENTS + 20)
+                if alpaca_id(emulator, index)[0] == TRADES}
+    assert trades == expected
+
+
+# ---------------------------------------------------------------------------- settings, SDK
+
+
+def test_tail_settings_and_their_defaults():
+    properties = TapEvents.config_jsonschema["properties"]
+    assert properties["tail_seconds"]["default"] == 0
+    assert properties["tail_poll_seconds"]["default"] == 30
+    assert properties["tail_state_seconds"]["default"] == 10
+
+
+def test_sdk_internals_the_tail_relies_on():
+    """tail.resume_from_bookmark writes the SDK's starting marker; TapEvents overrides the
+    SDK's termination handler, which writes STATE and exits."""
+    import inspect
+
+    from singer_sdk import Tap
+    from singer_sdk.helpers import _state
+
+    assert _state.STARTING_MARKER == "starting_replication_value"
+    assert _state.get_starting_replication_value({_state.STARTING_MARKER: "7"}) == "7"
+    handler = Tap._handle_termination
+    assert list(inspect.signature(handler).parameters) == ["self", "signum", "frame"]
+    assert "write_state" in inspect.getsource(handler)
