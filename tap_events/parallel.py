@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import decimal
 import json
 import os
 import selectors
@@ -98,9 +99,9 @@ def run(
     with tempfile.TemporaryDirectory(prefix="tap-events-") as folder:
         # The config holds secrets: the folder is private to this user (mkdtemp: 0700).
         config_path = Path(folder, "config.json")
-        config_path.write_text(json.dumps(dict(config)))
+        config_path.write_text(json.dumps(dict(config), default=json_number))
         state_path = Path(folder, "state.json")
-        state_path.write_text(json.dumps(state or {}))
+        state_path.write_text(json.dumps(state or {}, default=json_number))
         children = []
         for api, streams in streams_of.items():
             catalog_path = Path(folder, f"catalog-{api}.json")
@@ -113,6 +114,13 @@ def run(
         with forwarded_termination(children):
             copy_output(children, merger, out)
         return {child.api: child.process.wait() for child in children}
+
+
+def json_number(value: t.Any) -> float:
+    """The SDK reads JSON numbers in config and state as Decimal: written back as numbers."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def copy_output(children: list[Child], merger: StateMerger, out: t.BinaryIO) -> None:
