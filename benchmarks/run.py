@@ -3,12 +3,20 @@
     python -m benchmarks.run                       # 200k events, 0 and 50 ms per page, 3 reps
     python -m benchmarks.run --events 20000 --reps 1 --latency 0
     python -m benchmarks.run --memory              # peak RSS at 100k and 1M events
+    python -m benchmarks.run --together            # all APIs in one run vs the slowest alone
 
 For each per-page latency it starts the emulator in its own process, then for each API runs
 (a) `benchmarks/bare_loops.py` (the least code that reads the API and prints RECORD lines) and
 (b) `tap-events` selected to the same stream, both to /dev/null, alternating, `--reps` times.
 It reports the median events/s, CPU seconds and peak RSS of each, and the ratio tap / bare.
 Results are written as JSON to benchmarks/results/ so runs can be compared.
+
+The emulator keeps its answers to repeated requests (`--response-cache-mb`) and each API is
+read once before measuring, so the runners are timed against pages served from memory: the
+ratio measures the tap, not the emulator generating events in Python. Alpaca's SSE replay is
+generated afresh for every request (its `until` bound is "now"), so Alpaca runs are bound by
+the emulator. `--together` also runs the tap once over every API's stream (one process per
+API, `parallel_apis`) and compares its wall time with the slowest API alone.
 """
 
 from __future__ import annotations
@@ -30,11 +38,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.bare_loops import LOOPS
-from tap_events.emulator import tap_config
+from tap_events.emulator import box, tap_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 PYTHON = sys.executable
+#: Emulator answers kept for repeated requests: every page of a run at 200k events per API.
+CACHE_MB = 4096
 
 
 @dataclass
@@ -63,7 +73,7 @@ def emulator(events: int, latency_ms: float) -> t.Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [PYTHON, "-m", "tap_events.emulator.cli", "--port", str(port), "--events", str(events),
-         "--latency-ms", str(latency_ms)],
+         "--latency-ms", str(latency_ms), "--response-cache-mb", str(CACHE_MB)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
@@ -88,11 +98,13 @@ def stream_counts(url: str, api: str) -> dict[str, int]:
 def measured(command: list[str]) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MB) of one process writing to /dev/null."""
     started = time.perf_counter()
-    with open(os.devnull, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.PIPE)
+    # The log goes to a file: a pipe read only at the end would fill up and stall the tap.
+    with open(os.devnull, "wb") as sink, tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=sink, stderr=log)
         _, status, usage = os.wait4(process.pid, 0)
-        stderr = process.stderr.read().decode() if process.stderr else ""
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        log.seek(0)
+        stderr = log.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command[:4])} failed:\n{stderr[-2000:]}")
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
@@ -111,10 +123,18 @@ def catalog_for(config_path: Path, streams: set[str], folder: Path) -> Path:
     return path
 
 
+def benchmark_config(url: str) -> dict[str, t.Any]:
+    """The emulator's tap config, Box with its fixed developer token: minted tokens differ
+    per run, which would keep the emulator from serving a page again from memory."""
+    config = tap_config(url)
+    config["box"] = {"api_url": config["box"]["api_url"], "access_token": box.DEVELOPER_TOKEN}
+    return config
+
+
 def bench_api(api: str, url: str, latency: float, reps: int, folder: Path) -> list[Measurement]:
     loop = LOOPS[api]
     config_path = folder / "config.json"
-    config_path.write_text(json.dumps(tap_config(url)))
+    config_path.write_text(json.dumps(benchmark_config(url)))
     catalog = catalog_for(config_path, {loop.stream}, folder)
     events = stream_counts(url, api)[loop.stream]
     commands = {
@@ -122,12 +142,51 @@ def bench_api(api: str, url: str, latency: float, reps: int, folder: Path) -> li
         "tap": [PYTHON, "-m", "tap_events", "--config", str(config_path),
                 "--catalog", str(catalog)],
     }
+    measured(commands["bare"])  # warm-up: the emulator now serves these pages from memory
     results = []
     for _ in range(reps):
         for runner, command in commands.items():
             seconds, cpu, rss = measured(command)
             results.append(Measurement(api, runner, latency, events, seconds, cpu, rss))
     return results
+
+
+def bench_together(apis: list[str], url: str, latency: float, reps: int,
+                   folder: Path) -> list[Measurement]:
+    """The tap over every API's stream in one run (one process per API)."""
+    config_path = folder / "config.json"
+    config_path.write_text(json.dumps(benchmark_config(url)))
+    catalog = catalog_for(config_path, {LOOPS[api].stream for api in apis}, folder)
+    counts = {api: stream_counts(url, api)[LOOPS[api].stream] for api in apis}
+    command = [PYTHON, "-m", "tap_events", "--config", str(config_path),
+               "--catalog", str(catalog)]
+    results = []
+    for _ in range(reps):
+        # CPU and RSS of the parent; the children run the APIs.
+        seconds, cpu, rss = measured(command)
+        results.append(Measurement("all", "tap", latency, sum(counts.values()), seconds, cpu,
+                                   rss))
+    return results
+
+
+def together_report(results: list[Measurement]) -> list[dict[str, t.Any]]:
+    rows = []
+    for latency in dict.fromkeys(r.latency_ms for r in results):
+        alone = {
+            r.api: statistics.median(x.seconds for x in results if x.api == r.api
+                                     and x.runner == "tap" and x.latency_ms == latency)
+            for r in results if r.api != "all" and r.latency_ms == latency
+        }
+        together = statistics.median(r.seconds for r in results
+                                     if r.api == "all" and r.latency_ms == latency)
+        slowest = max(alone, key=alone.get)  # type: ignore[arg-type]
+        ratio = together / alone[slowest]
+        rows.append({"latency_ms": latency, "together_seconds": together,
+                     "alone_seconds": alone, "slowest": slowest, "ratio": ratio})
+        print(f"all APIs together at {latency:.0f} ms/page: {together:.1f} s; slowest alone "
+              f"({slowest}) {alone[slowest]:.1f} s; sum alone {sum(alone.values()):.1f} s; "
+              f"together / slowest {ratio:.2f}")
+    return rows
 
 
 def median_of(results: list[Measurement], **match: t.Any) -> dict[str, float]:
@@ -142,6 +201,7 @@ def median_of(results: list[Measurement], **match: t.Any) -> dict[str, float]:
 
 def report(results: list[Measurement]) -> list[dict[str, t.Any]]:
     rows = []
+    results = [r for r in results if r.api != "all"]
     print(f"\n{'API':<8} {'latency':>8} {'events':>8} {'bare ev/s':>10} {'tap ev/s':>10} "
           f"{'tap/bare':>8} {'bare CPU s':>10} {'tap CPU s':>9} {'tap RSS MB':>10}")
     for api, latency in dict.fromkeys((r.api, r.latency_ms) for r in results):
@@ -180,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", default="0,50", help="per-page latencies in ms")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each runner")
     parser.add_argument("--apis", default=",".join(LOOPS), help="APIs to measure")
+    parser.add_argument("--together", action="store_true",
+                        help="also run every API's stream in one tap run")
     parser.add_argument("--memory", action="store_true",
                         help="measure peak RSS at 100k and 1M events instead")
     args = parser.parse_args(argv)
@@ -195,7 +257,13 @@ def main(argv: list[str] | None = None) -> None:
                 for api in apis:
                     print(f"measuring {api} at {latency:.0f} ms/page ...", file=sys.stderr)
                     results += bench_api(api, url, latency, args.reps, Path(tmp))
+                if args.together:
+                    print(f"measuring all APIs together at {latency:.0f} ms/page ...",
+                          file=sys.stderr)
+                    results += bench_together(apis, url, latency, args.reps, Path(tmp))
         output = {"runs": [asdict(r) for r in results], "summary": report(results)}
+        if args.together:
+            output["together"] = together_report(results)
     path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps({"args": vars(args), **output}, indent=2))
     print(f"\nresults: {path.relative_to(ROOT)}")

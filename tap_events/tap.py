@@ -12,7 +12,7 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_events import tail
+from tap_events import parallel, tail
 from tap_events.redact import RedactingFilter, redact
 from tap_events.sources import SOURCES
 from tap_events.writer import BufferedRecordWriter
@@ -60,6 +60,14 @@ class TapEvents(Tap):
             "streams use alpaca.idle_timeout_seconds instead, as their answers pause between "
             "heartbeats.",
         ),
+        th.Property(
+            "parallel_apis",
+            th.BooleanType,
+            default=True,
+            description="Extract the selected streams of different APIs in parallel, one "
+            "process per API, merged into one valid Singer output (a run takes about as long "
+            "as its slowest API). Streams of one API always run one after the other.",
+        ),
         *tail.SETTINGS,
         *(source.config_property for source in SOURCES),
     ).to_dict()
@@ -100,8 +108,13 @@ class TapEvents(Tap):
         The run still ends non-zero when any stream failed, so a scheduler alerts, and the
         state each stream emitted before failing is kept.
         """
-        super().sync_all()
-        tail.listen(self)  # with tail_seconds set: listen for new events within the budget
+        apis = self.apis_to_sync()
+        if len(apis) > 1 and self.config.get("parallel_apis", True) and can_fork_output():
+            # Each API's process also tails its own streams when tail_seconds is set.
+            self.sync_apis_in_parallel(apis)
+        else:
+            super().sync_all()
+            tail.listen(self)  # with tail_seconds set: listen for new events within the budget
         if self.failures:
             summary = "; ".join(f"{name}: {msg}" for name, msg in self.failures.items())
             self.logger.error(
@@ -119,6 +132,44 @@ class TapEvents(Tap):
         if self.tail_run is not None:
             self.tail_run.stop()
         super()._handle_termination(signum, frame)
+
+    def apis_to_sync(self) -> dict[str, set[str]]:
+        """The selected streams of each configured API, by API name."""
+        apis: dict[str, set[str]] = {}
+        for source in SOURCES:
+            if not source.is_configured(self.config):
+                continue
+            names = {stream.name for stream in source.streams}
+            selected = {name for name in names if name in self.streams
+                        and self.streams[name].selected}
+            if selected:
+                apis[source.name] = selected
+        return apis
+
+    def sync_apis_in_parallel(self, apis: dict[str, set[str]]) -> None:
+        """One tap process per API (`tap_events.parallel`); a failed API fails the run."""
+        labels = {source.name: source.label for source in SOURCES}
+        self.logger.info("Extracting %s in parallel, one process each",
+                         ", ".join(labels[api] for api in apis))
+        sys.stdout.flush()
+        with open(sys.stdout.fileno(), "wb", closefd=False) as out:
+            statuses = parallel.run(self.config, self.catalog.to_dict(), self.state or {},
+                                    apis, out)
+        for api, status in statuses.items():
+            if status:
+                self.record_failure(labels[api], f"its process ended with status {status} "
+                                    "(its error is logged above)")
+
+
+def can_fork_output() -> bool:
+    """Parallel APIs need a real stdout to hand over and must not nest."""
+    if parallel.is_child():
+        return False
+    try:
+        sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 def secret_values(config: t.Mapping[str, t.Any]) -> list[str]:

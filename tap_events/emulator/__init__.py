@@ -30,6 +30,7 @@ def build_app(
     *,
     seed: int = 7,
     latency_ms: float = 0.0,
+    response_cache_mb: float = 0.0,
     options: t.Mapping[str, t.Mapping[str, t.Any]] | None = None,
 ) -> EmulatorApp:
     """Every emulated API with `events` events each (or a count per API name)."""
@@ -39,7 +40,7 @@ def build_app(
         api_class(events=counts.get(name, 0), seed=seed, **options.get(name, {}))
         for name, api_class in EMULATED_APIS.items()
     ]
-    return EmulatorApp(apis, latency_ms=latency_ms)
+    return EmulatorApp(apis, latency_ms=latency_ms, response_cache_mb=response_cache_mb)
 
 
 def start_emulator(

@@ -15,6 +15,10 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
   `sse_internal_error`), which finds the fault in the request's WSGI environ under
   `emulator.fault` and reads its `options`;
 - `DELETE /_emulator/faults`: clear them.
+
+`response_cache_mb` (the benchmarks' `--response-cache-mb`) keeps complete answers to repeated
+identical requests, so a benchmark that reads the same pages again measures the client, not the
+emulator generating events in Python. Off by default; bounded, oldest dropped first.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import socket
 import threading
 import time
 import typing as t
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import orjson
@@ -65,11 +69,13 @@ APP_FAULT_KINDS = frozenset({"status", "slow", "drop", "truncate", "echo", "muta
 class EmulatorApp:
     """A WSGI application serving a set of emulated APIs."""
 
-    def __init__(self, apis: Iterable[EmulatedAPI], latency_ms: float = 0.0) -> None:
+    def __init__(self, apis: Iterable[EmulatedAPI], latency_ms: float = 0.0,
+                 response_cache_mb: float = 0.0) -> None:
         self.apis = {api.name: api for api in apis}
         self.latency = latency_ms / 1000.0
         self.faults: list[Fault] = []
         self.lock = threading.Lock()
+        self.cache = ResponseCache(int(response_cache_mb * 2**20))
 
     def __call__(self, environ: dict, start_response: t.Callable) -> Iterable[bytes]:
         request = Request(environ)
@@ -96,7 +102,12 @@ class EmulatorApp:
             time.sleep(self.latency)
         if fault and fault.kind not in APP_FAULT_KINDS:
             request.environ["emulator.fault"] = fault
+        response = self.cache.get(request, api) if fault is None else None
+        if response is not None:
+            return response
         response = api.handle(request, rest)
+        if fault is None:
+            self.cache.put(request, api, response)
         if fault and fault.kind == "drop":
             return self.dropped(request, response)
         if fault and fault.kind == "truncate":
@@ -163,6 +174,56 @@ class EmulatorApp:
         if action == "stats":
             return json_response(api.stats())
         return json_response({"message": f"unknown control path {path}"}, 404)
+
+
+class ResponseCache:
+    """Complete 200 answers by request (path, query, credentials, event count), oldest first out.
+
+    Streamed bodies (SSE) are not kept; a request with a fault never reads or fills it; new
+    events (`add_events`) change the key, so a cached page never hides them.
+    """
+
+    #: Request headers that decide what an API answers.
+    KEY_HEADERS = ("Authorization", "X-API-KEY")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.entries: OrderedDict[tuple, tuple[bytes, dict[str, str]]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def key(self, request: Request, api: EmulatedAPI) -> tuple:
+        headers = tuple(request.headers.get(name, "") for name in self.KEY_HEADERS)
+        counts = tuple(api.stream_counts().items())
+        return (request.method, request.full_path, headers, api.count, counts)
+
+    def get(self, request: Request, api: EmulatedAPI) -> Response | None:
+        if not self.max_bytes or request.method != "GET":
+            return None
+        key = self.key(request, api)
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is not None:
+                self.entries.move_to_end(key)
+        if entry is None:
+            return None
+        body, headers = entry
+        return Response(body, status=200, headers=headers)
+
+    def put(self, request: Request, api: EmulatedAPI, response: Response) -> None:
+        if (not self.max_bytes or request.method != "GET" or response.status_code != 200
+                or response.is_streamed):
+            return
+        body = response.get_data()
+        key = self.key(request, api)
+        with self.lock:
+            if key in self.entries:
+                return
+            self.entries[key] = (body, dict(response.headers))
+            self.size += len(body)
+            while self.size > self.max_bytes and self.entries:
+                _, (dropped, _) = self.entries.popitem(last=False)
+                self.size -= len(dropped)
 
 
 class EmulatorServer:

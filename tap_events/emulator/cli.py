@@ -33,11 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="added to every API response, to model a remote server")
+    parser.add_argument("--response-cache-mb", type=float, default=0.0,
+                        help="keep up to this many MB of answers to repeated identical "
+                        "requests (benchmarks: measure the client, not event generation)")
     parser.add_argument("--print-config", action="store_true",
                         help="print a tap config for this emulator on stdout, then serve")
     args = parser.parse_args(argv)
     app = build_app(parse_events(args.events or ["1000"]), seed=args.seed,
-                    latency_ms=args.latency_ms)
+                    latency_ms=args.latency_ms, response_cache_mb=args.response_cache_mb)
     server = EmulatorServer(app, port=args.port)
     if args.print_config:
         print(json.dumps(tap_config(server.url)), flush=True)

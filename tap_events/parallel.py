@@ -1,0 +1,180 @@
+"""One process per API, one Singer stream out.
+
+APIs are independent, and a tap spends its time in Python (decoding, encoding) or waiting on
+the network, so running each API in its own process lets a run over several APIs take about as
+long as the slowest one, on as many cores as there are. The parent is the one writer:
+
+- each child is the same tap with a catalog selecting only its API's streams; its stdout is
+  read in blocks and copied through line by line, so each stream's messages keep their order;
+- Singer STATE replaces the whole state, so every STATE a child writes is replaced by the
+  merged state: that child's bookmarks from this STATE, every other API's bookmarks from its
+  latest STATE already passed on (or from the input state). It is written right after the
+  child's records it covers, so every STATE is a resume point for every stream;
+- a child that fails does not stop the others; the run then ends with status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import decimal
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import typing as t
+from pathlib import Path
+
+import orjson
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+#: Set in a child's environment: the child runs its streams itself.
+CHILD_ENV = "TAP_EVENTS_PARALLEL_CHILD"
+#: A STATE line as the tap's writer (msgspec, `type` first) writes it.
+STATE_PREFIX = b'{"type":"STATE"'
+READ_BYTES = 1 << 20
+
+
+def is_child() -> bool:
+    return bool(os.environ.get(CHILD_ENV))
+
+
+def catalog_for(catalog: dict, streams: set[str]) -> dict:
+    """`catalog` with only `streams` selected."""
+    chosen = copy.deepcopy(catalog)
+    for entry in chosen["streams"]:
+        if entry["tap_stream_id"] in streams:
+            continue
+        for item in entry.get("metadata", []):
+            if item.get("breadcrumb") == []:
+                item["metadata"]["selected"] = False
+    return chosen
+
+
+class StateMerger:
+    """The whole state as of the messages already written, fed one child STATE at a time."""
+
+    def __init__(self, state: Mapping[str, t.Any], streams_of: Mapping[str, set[str]]) -> None:
+        self.state = copy.deepcopy(dict(state)) if state else {}
+        self.state.setdefault("bookmarks", {})
+        self.streams_of = streams_of
+
+    def merge(self, api: str, line: bytes) -> bytes:
+        """The STATE line to write in place of `line`, a STATE of `api`'s child."""
+        value = orjson.loads(line)["value"]
+        own = self.streams_of[api]
+        for stream, bookmark in (value.get("bookmarks") or {}).items():
+            if stream in own:
+                self.state["bookmarks"][stream] = bookmark
+        return orjson.dumps({"type": "STATE", "value": self.state}) + b"\n"
+
+
+class Child:
+    """One API's tap process and the bytes of its output not yet written."""
+
+    def __init__(self, api: str, process: subprocess.Popen) -> None:
+        self.api = api
+        self.process = process
+        self.pending = b""
+
+
+def run(
+    config: Mapping[str, t.Any],
+    catalog: dict,
+    state: Mapping[str, t.Any],
+    streams_of: Mapping[str, set[str]],
+    out: t.BinaryIO,
+    python: Sequence[str] = (sys.executable, "-m", "tap_events"),
+) -> dict[str, int]:
+    """Run one tap process per API of `streams_of`, merging their output into `out`.
+
+    Returns each API's exit status.
+    """
+    merger = StateMerger(state, streams_of)
+    with tempfile.TemporaryDirectory(prefix="tap-events-") as folder:
+        # The config holds secrets: the folder is private to this user (mkdtemp: 0700).
+        config_path = Path(folder, "config.json")
+        config_path.write_text(json.dumps(dict(config), default=json_number))
+        state_path = Path(folder, "state.json")
+        state_path.write_text(json.dumps(state or {}, default=json_number))
+        children = []
+        for api, streams in streams_of.items():
+            catalog_path = Path(folder, f"catalog-{api}.json")
+            catalog_path.write_text(json.dumps(catalog_for(catalog, streams)))
+            command = [*python, "--config", str(config_path), "--catalog", str(catalog_path),
+                       "--state", str(state_path)]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                       env={**os.environ, CHILD_ENV: "1"})
+            children.append(Child(api, process))
+        with forwarded_termination(children):
+            copy_output(children, merger, out)
+        return {child.api: child.process.wait() for child in children}
+
+
+def json_number(value: t.Any) -> float:
+    """The SDK reads JSON numbers in config and state as Decimal: written back as numbers."""
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def copy_output(children: list[Child], merger: StateMerger, out: t.BinaryIO) -> None:
+    """Copy whole lines from every child to `out` as they come, STATE lines merged."""
+    selector = selectors.DefaultSelector()
+    for child in children:
+        selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[arg-type]
+    while selector.get_map():
+        for key, _ in selector.select():
+            child: Child = key.data
+            data = os.read(key.fd, READ_BYTES)
+            if not data:
+                # A line cut off by a dying child is not valid JSON: it is dropped.
+                selector.unregister(key.fileobj)
+                continue
+            data = child.pending + data
+            end = data.rfind(b"\n") + 1
+            child.pending = data[end:]
+            write_lines(data[:end], child.api, merger, out)
+    out.flush()
+
+
+def write_lines(data: bytes, api: str, merger: StateMerger, out: t.BinaryIO) -> None:
+    """Whole lines of one child: copied as they are, each STATE replaced by the merged one."""
+    position = 0
+    while True:
+        found = data.find(STATE_PREFIX, position)
+        # Only at the start of a line (inside a JSON string the quotes would be escaped).
+        while found > 0 and data[found - 1] != ord("\n"):
+            found = data.find(STATE_PREFIX, found + 1)
+        if found < 0:
+            out.write(data[position:])
+            return
+        out.write(data[position:found])
+        end = data.index(b"\n", found) + 1
+        out.write(merger.merge(api, data[found:end]))
+        # A STATE is a commitment: the target gets it now, with the records before it.
+        out.flush()
+        position = end
+
+
+@contextlib.contextmanager
+def forwarded_termination(children: list[Child]) -> t.Iterator[None]:
+    """SIGTERM/SIGINT to the parent reach every child, which writes its state and exits;
+    the parent goes on copying their output until they are done."""
+
+    def forward(signum: int, _frame: t.Any) -> None:
+        for child in children:
+            if child.process.poll() is None:
+                child.process.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
