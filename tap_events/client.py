@@ -23,13 +23,13 @@ import backoff
 import orjson
 import requests
 from singer_sdk import RESTStream
-from singer_sdk import typing as th
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
 
+from tap_events import retention
 from tap_events.redact import redact
 from tap_events.writer import BufferedRecordWriter
 
@@ -49,16 +49,6 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
 #: naming the cause (see `EventStream.log`).
 SDK_FAILURE_LINE = "An unhandled error occurred while syncing"
 
-#: The setting, under an API's key, that acknowledges a gap past that API's retention. Listed
-#: in the settings of every API whose streams set `EventStream.retention`.
-ALLOW_GAP_SETTING = th.Property(
-    "allow_gap", th.BooleanType, default=False,
-    description="Acknowledge a gap: when the bookmark is older than the API keeps events, "
-    "the run logs the gap as a warning and ends with status 0 instead of failing. Set it for "
-    "one run after an outage, then unset it so the next gap alerts again.",
-)
-#: Past this share of the retention a bookmark earns a warning: the next missed run loses data.
-RETENTION_WARNING_SHARE = 0.8
 
 
 class TapEventsError(FatalAPIError):
@@ -234,36 +224,19 @@ class EventStream(RESTStream):
         The run goes on and loads what still exists; unless `<api>.allow_gap` acknowledges
         it, the gap fails the run at the end (`sync`), so a scheduler alerts.
         """
-        if self.retention is None:
+        since = self.bookmark_time(context) if self.retention is not None else None
+        if since is None or self.retention is None:
             return
-        since = self.bookmark_time(context)
-        if since is None:
-            return
-        now = datetime.datetime.now(datetime.UTC)
-        age = now - since
-        kept = f"{self.source.label} keeps events for {duration_text(self.retention)}"
-        if age <= self.retention:
-            if age > self.retention * RETENTION_WARNING_SHARE:
-                self.logger.warning(
-                    "%s stream '%s': the bookmark is %s old and %s: run the tap more often, "
-                    "or the next missed run loses events for good",
-                    self.source.label, self.name, duration_text(age), kept,
-                )
-            return
-        oldest_kept = now - self.retention
-        setting = f"{self.source.name}.{ALLOW_GAP_SETTING.name}"
-        message = (
-            f"{self.source.label} stream '{self.name}': events recorded between "
-            f"{iso_second(since)} and {iso_second(oldest_kept)} "
-            f"({duration_text(oldest_kept - since)}) may be missing for good: the bookmark "
-            f"is {duration_text(age)} old and {kept} (run the tap at least every "
-            f"{duration_text(self.retention)}; set {setting}=true to acknowledge this gap)"
+        report = retention.gap_report(
+            label=self.source.label, stream=self.name, api=self.source.name,
+            since=since, retention=self.retention,
+            acknowledged=bool(self.settings.get(retention.ALLOW_GAP_SETTING.name)),
         )
-        if self.settings.get(ALLOW_GAP_SETTING.name):
-            self.logger.warning("%s; acknowledged by %s", message, setting)
+        if report is None:
             return
-        self.logger.error("%s", message)
-        self._gaps.append(message)
+        self.logger.log(report.level, "%s", report.message)
+        if report.is_gap:
+            self._gaps.append(report.message)
 
     def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
         """The SDK's logging hook, minus its own line for a failed stream.
@@ -647,27 +620,6 @@ class EventStream(RESTStream):
         if len(self._seen_ids) > self.DEDUPE_WINDOW:
             self._seen_ids.popitem(last=False)
         return False
-
-
-def duration_text(span: datetime.timedelta) -> str:
-    """`25 h 3 min`, `14 d 2 h`, `40 min`: a span as people read it in a log line.
-
-    Under two days in hours, so a 24-hour retention reads `24 h`, not `1 d`.
-    """
-    minutes = int(span.total_seconds() // 60)
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days >= 2:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    hours += 24 * days
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    return f"{minutes} min"
-
-
-def iso_second(moment: datetime.datetime) -> str:
-    """`2026-11-21T09:15:02Z`."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:

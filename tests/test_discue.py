@@ -10,9 +10,9 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_events.client import duration_text
 from tap_events.emulator import discue as emulated
 from tap_events.emulator import start_emulator, tap_config
+from tap_events.retention import duration_text
 from tap_events.sources.discue import format_cursor, parse_cursor
 from tests.support import log_lines, run_tap
 

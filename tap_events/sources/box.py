@@ -27,7 +27,8 @@ from singer_sdk.authenticators import BearerTokenAuthenticator, OAuthAuthenticat
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_events.client import ALLOW_GAP_SETTING, EventStream, TapEventsError
+from tap_events.client import EventStream, TapEventsError
+from tap_events.retention import ALLOW_GAP_SETTING
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:

@@ -25,7 +25,8 @@ from singer_sdk import typing as th
 from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_events.client import ALLOW_GAP_SETTING, EventStream, TapEventsError
+from tap_events.client import EventStream, TapEventsError
+from tap_events.retention import ALLOW_GAP_SETTING
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
