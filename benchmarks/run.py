@@ -4,6 +4,7 @@
     python -m benchmarks.run --events 20000 --reps 1 --latency 0
     python -m benchmarks.run --memory              # peak RSS at 100k and 1M events
     python -m benchmarks.run --together            # all APIs in one run vs the slowest alone
+    python -m benchmarks.run --pipeline --apis box  # meltano run vs bare loop into the target
 
 For each per-page latency it starts the emulator in its own process, then for each API runs
 (a) `benchmarks/bare_loops.py` (the least code that reads the API and prints RECORD lines) and
@@ -236,7 +237,8 @@ def memory_growth(apis: list[str], small: int, large: int) -> list[dict[str, t.A
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=200_000, help="events per API")
+    parser.add_argument("--events", type=int,
+                        help="events per API (default 200k; 50k with --pipeline)")
     parser.add_argument("--latency", default="0,50", help="per-page latencies in ms")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each runner")
     parser.add_argument("--apis", default=",".join(LOOPS), help="APIs to measure")
@@ -244,13 +246,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="also run every API's stream in one tap run")
     parser.add_argument("--memory", action="store_true",
                         help="measure peak RSS at 100k and 1M events instead")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="measure meltano run tap-events target-postgres against the bare "
+                             "loop piped into the same target instead (0 ms)")
     args = parser.parse_args(argv)
     apis = [a for a in args.apis.split(",") if a]
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.memory:
         output = {"memory": memory_growth(apis, 100_000, 1_000_000)}
+    elif args.pipeline:
+        from benchmarks.pipeline import bench_pipeline
+
+        args.events = args.events or 50_000
+        output = {"pipeline": bench_pipeline(apis, args.events, args.reps)}
     else:
+        args.events = args.events or 200_000
         results: list[Measurement] = []
         for latency in (float(x) for x in args.latency.split(",")):
             with emulator(args.events, latency) as url, tempfile.TemporaryDirectory() as tmp:
