@@ -28,6 +28,7 @@ import time
 import typing as t
 from pathlib import Path
 
+from benchmarks.run import catalog_for
 from tap_events.emulator import alpaca as emulated_alpaca
 from tap_events.emulator import start_emulator, tap_config
 
@@ -77,17 +78,6 @@ SCENARIOS = {
 }
 
 
-def catalog(config_path: Path, streams: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "tap_events", "--config", str(config_path),
-                          "--discover"], capture_output=True, check=True, text=True)
-    found = json.loads(out.stdout)
-    for entry in found["streams"]:
-        for item in entry["metadata"]:
-            if item["breadcrumb"] == []:
-                item["metadata"]["selected"] = entry["tap_stream_id"] in streams
-    return found
-
-
 def record_id(line: str) -> str | None:
     if not line.startswith('{"type":"RECORD"'):
         return None
@@ -106,12 +96,11 @@ def measure(scenario: Scenario, events: int, interval: float, latency_ms: float
             config = {scenario.api: tap_config(server.url)[scenario.api],
                       "tail_seconds": 3600}
             (folder / "config.json").write_text(json.dumps(config))
-            (folder / "catalog.json").write_text(
-                json.dumps(catalog(folder / "config.json", scenario.streams)))
+            catalog = catalog_for(folder / "config.json", set(scenario.streams), folder)
             with (folder / "stderr.log").open("w") as log:
                 tap = subprocess.Popen(
                     [sys.executable, "-m", "tap_events", "--config",
-                     str(folder / "config.json"), "--catalog", str(folder / "catalog.json")],
+                     str(folder / "config.json"), "--catalog", str(catalog)],
                     stdout=subprocess.PIPE, stderr=log, text=True)
 
                 def read() -> None:

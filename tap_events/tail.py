@@ -73,6 +73,9 @@ class TailRun:
         #: The thread holding `lock`: only that thread lets go of it in `waiting`.
         self.holder: int | None = None
         self.stopping = threading.Event()
+        #: Sends what the streams wrote so far to stdout (the tap's writer keeps RECORD lines
+        #: in a block until a STATE; in the tail each event must go out as it arrives).
+        self.flush: t.Callable[[], None] = sys.stdout.flush
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> TailRun | None:
@@ -124,7 +127,7 @@ class TailRun:
             yield
             return
         # What this stream wrote goes out before it waits: that is the tail's latency.
-        sys.stdout.flush()
+        self.flush()
         self.holder = None
         self.lock.release()
         try:
@@ -241,6 +244,7 @@ def listen(tap: TapEvents) -> None:
         len(streams), run.remaining(),
     )
     tap.tail_run = run
+    run.flush = getattr(tap.message_writer, "flush", sys.stdout.flush)
     threads = [
         threading.Thread(target=run.follow, args=(stream, tap.failures),
                          name=f"tail-{stream.name}",

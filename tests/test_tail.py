@@ -84,7 +84,9 @@ def assert_once(ids: list[str], expected: list[str]) -> None:
 def test_box_long_poll_emits_each_new_event_once_and_fast(make_emulator):
     # The realtime server answers `reconnect` after 1 s without events: several rounds.
     emulator = make_emulator(box={"realtime_timeout": 1.0})
-    tap = RunningTap(tail_config(emulator, tail_seconds=4), streams=["box_events"])
+    # No STATE falls due during the run: only the per-event flush can get records out fast.
+    tap = RunningTap(tail_config(emulator, tail_seconds=4, tail_state_seconds=60),
+                     streams=["box_events"])
     tap.wait_for(lambda: realtime_polls(emulator))
     started = time.monotonic()
     added: dict[str, float] = {}
@@ -179,7 +181,9 @@ def test_box_falls_back_to_polling_when_the_realtime_server_refuses(make_emulato
 def test_alpaca_streams_stay_connected_and_emit_each_event_once_and_fast(make_emulator):
     emulator = make_emulator(alpaca={"heartbeat_seconds": 0.3})
     streams = list(FEEDS)
-    tap = RunningTap(tail_config(emulator, tail_seconds=4), streams=streams)
+    # No STATE falls due during the run: only the per-event flush can get records out fast.
+    tap = RunningTap(tail_config(emulator, tail_seconds=4, tail_state_seconds=60),
+                     streams=streams)
     tap.wait_for(lambda: all(unbounded(emulator, stream) for stream in streams))
     started = time.monotonic()
     added: dict[str, tuple[str, float]] = {}
