@@ -43,7 +43,8 @@ from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_events import sse, ulid
-from tap_events.client import EventStream, TapEventsError
+from tap_events.client import CursorStream
+from tap_events.errors import TapEventsError
 from tap_events.redact import basic_credentials
 from tap_events.source import Source
 
@@ -51,6 +52,8 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
     from singer_sdk.helpers.types import Context
+
+    from tap_events.http import HttpClient, Timeout
 
 #: The tap-added field carrying the bookmark: the greatest ULID emitted so far.
 CURSOR_FIELD = "max_event_ulid"
@@ -193,17 +196,15 @@ class ReconnectPaginator(BaseAPIPaginator[Connection | None]):
 
     def continue_if_empty(self, response: requests.Response) -> bool:
         """A connection cut short with nothing new is retried; a clean one ends the stream."""
-        return bool(getattr(response, "interruption", None))
+        return bool(self.stream.interruption)
 
 
-class AlpacaStream(EventStream):
+class AlpacaStream(CursorStream):
     """One Broker SSE endpoint: subclasses name the path, the id field and the schema."""
 
     id_field: t.ClassVar[str] = "event_id"
-    replication_key = CURSOR_FIELD
     # The cursor field only grows (it is a running maximum), so every STATE is a resume point.
-    is_sorted = True
-    check_sorted = False
+    replication_key = CURSOR_FIELD
     expects_json = False
     # The next connection starts from what this one delivered: nothing to fetch ahead.
     PREFETCH = False
@@ -221,32 +222,25 @@ class AlpacaStream(EventStream):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        # requests' Session.send defaults `stream` from the session: bodies are read as they
-        # arrive, while the SDK's request path (auth, retries, validate_response) is unchanged.
-        self.requests_session.stream = True
+        #: Why the last connection was cut short (None: it ended cleanly).
+        self.interruption: str | None = None
         self._until: datetime.datetime | None = None
         self._resumed_from: str | None = None
         self._newest: str | None = None
         self._interruptions = 0
 
     @property
-    def authenticator(self) -> BasicAuthenticator:
-        settings = self.settings
-        return self.shared("auth", lambda: BasicAuthenticator(
-            username=settings["api_key"], password=settings["api_secret"]))
-
-    @property
     def http_headers(self) -> dict:
         return {**super().http_headers, "Accept": "text/event-stream"}
 
     @property
-    def timeout(self) -> tuple[float, float]:  # type: ignore[override]
+    def timeout(self) -> Timeout:  # type: ignore[override]
         """The read timeout is the idle timer: any byte (an event, a heartbeat) resets it.
 
         While tailing it is also cut to the time left, so a quiet stream ends on time.
         """
         idle = float(self.settings["idle_timeout_seconds"])
-        return (10, idle if self.tail is None else self.tail.read_timeout(idle))
+        return self.http.timeout(idle if self.tail is None else self.tail.read_timeout(idle))
 
     def tail_records(self, context: Context | None) -> Iterator[dict]:
         """One open connection, reconnected as needed, until the tail's budget ends."""
@@ -299,11 +293,10 @@ class AlpacaStream(EventStream):
         """
         interruption: str | None = None
         fresh = 0
-        chunks: Iterable[bytes] = (
-            response.iter_content(chunk_size=READ_CHUNK_BYTES) if self.tail is None
+        chunks: Iterable[bytes] = self.http.chunks(response, READ_CHUNK_BYTES)
+        if self.tail is not None:
             # Tailing: other streams write while this one waits; the budget ends the read.
-            else self.tail.body_chunks(response, READ_CHUNK_BYTES, self.timeout[1])
-        )
+            chunks = self.tail.body_chunks(response, iter(chunks), self.timeout[1])
         try:
             for item in sse.parse(chunks):
                 if isinstance(item, sse.Comment):
@@ -328,7 +321,7 @@ class AlpacaStream(EventStream):
             # The budget's end is no interruption; a close before it is one (the server
             # never ends a stream without `until` by itself).
             interruption = None if self.tail.over else interruption or "a closed connection"
-        response.interruption = interruption  # type: ignore[attr-defined]
+        self.interruption = interruption
         if interruption:
             self.before_reconnect(interruption, fresh)
         else:
@@ -352,8 +345,8 @@ class AlpacaStream(EventStream):
         event_id = event.get(self.id_field)
         if not ulid.is_ulid(event_id):
             raise TapEventsError(
-                f"{self.source.label} stream '{self.name}': an event without a ULID in "
-                f"'{self.id_field}': {str(event)[:120]}"
+                f"{self.error_prefix}an event without a ULID in '{self.id_field}': "
+                f"{str(event)[:120]}"
             )
         event_id = event_id.upper()
         if self.seen_before(event_id):
@@ -388,7 +381,7 @@ class AlpacaStream(EventStream):
         self._interruptions = 0 if fresh else self._interruptions + 1
         if self._interruptions >= self.backoff_max_tries():
             raise TapEventsError(
-                f"{self.source.label} stream '{self.name}': the stream was cut short by "
+                f"{self.error_prefix}the stream was cut short by "
                 f"{interruption} {self._interruptions} times in a row without a new event "
                 f"(check {self.source.name}.api_url and the network)"
             )
@@ -452,11 +445,16 @@ def credentials_secrets(settings: Mapping[str, t.Any]) -> Iterable[str]:
         yield basic_credentials(str(settings["api_key"]), str(settings["api_secret"]))
 
 
+def authenticator(settings: Mapping[str, t.Any], http: HttpClient) -> BasicAuthenticator:
+    return BasicAuthenticator(username=settings["api_key"], password=settings["api_secret"])
+
+
 SOURCE = Source(
     name="alpaca",
     label="Alpaca",
     properties=SETTINGS,
     credential_sets=(("api_key", "api_secret"),),
+    authenticator=authenticator,
     streams=(AlpacaAdminActionEventsStream, AlpacaTradeEventsStream,
              AlpacaAccountStatusEventsStream, AlpacaJournalStatusEventsStream,
              AlpacaFundingStatusEventsStream),

@@ -27,14 +27,20 @@ from singer_sdk.authenticators import BearerTokenAuthenticator, OAuthAuthenticat
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_events.client import EventStream, TapEventsError
+from tap_events import sdk_internals
+from tap_events.client import CursorStream
+from tap_events.config import is_safe_url
+from tap_events.errors import TapEventsError
+from tap_events.http import decode, page_body
 from tap_events.retention import ALLOW_GAP_SETTING
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from singer_sdk.helpers.types import Context
+
+    from tap_events.http import HttpClient
 
 #: The position a feed starts from when there is no bookmark: the oldest retained event.
 OLDEST = "0"
@@ -165,17 +171,19 @@ EVENT_SCHEMA = th.PropertiesList(
 class BoxClientCredentials(OAuthAuthenticator):
     """Client Credentials Grant: the tap mints its own tokens and refreshes them."""
 
+    #: How long a token lives when Box does not say.
+    DEFAULT_EXPIRATION_SECONDS = 3600
     #: Refresh this long before expiry so a token never dies between check and use.
     EARLY_REFRESH_SECONDS = 60
 
-    def __init__(self, settings: dict[str, t.Any], secrets: list[str]) -> None:
-        #: The run's secret values (shared with the log filter): each minted token joins them.
-        self.secrets = secrets
+    def __init__(self, settings: Mapping[str, t.Any], http: HttpClient) -> None:
+        #: Token requests go through the API's HTTP client like every other request.
+        self.http = http
         super().__init__(
             auth_endpoint=settings["token_url"],
             client_id=settings["client_id"],
             client_secret=settings["client_secret"],
-            default_expiration=3600,
+            default_expiration=self.DEFAULT_EXPIRATION_SECONDS,
         )
         self.subject_type = settings["subject_type"]
         self.subject_id = settings.get("subject_id")
@@ -201,9 +209,25 @@ class BoxClientCredentials(OAuthAuthenticator):
         return age < self.expires_in - self.EARLY_REFRESH_SECONDS
 
     def update_access_token(self) -> None:
-        super().update_access_token()
-        if self.access_token:
-            self.secrets.append(self.access_token)
+        """Mint a token: one POST to `box.token_url`; the new token joins the run's secrets."""
+        self.logger.info("Requesting new access token")
+        requested = sdk_internals.utc_now()
+        request = self.http.prepare("POST", self.auth_endpoint, data=self.oauth_request_payload)
+        response = self.http.request(request, setting="box.token_url")
+        if not response.ok:
+            self.handle_error(content=response.text, status_code=response.status_code)
+        try:
+            body = decode(response.content)
+            token = str(body["access_token"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise TapEventsError(
+                f"Box token request failed: HTTP {response.status_code} without an "
+                f"access_token ({type(error).__name__}) (check box.token_url)") from None
+        self.access_token = token
+        self.http.secrets.append(token)
+        expiration = body.get("expires_in", self.DEFAULT_EXPIRATION_SECONDS)
+        self.expires_in = int(expiration) if expiration else None
+        self.last_refreshed = requested
 
     def invalidate(self) -> None:
         self.access_token = None
@@ -212,7 +236,7 @@ class BoxClientCredentials(OAuthAuthenticator):
     def handle_error(self, *, content: str, status_code: int | None) -> None:
         """Box answers token failures in OAuth form: {"error", "error_description"}."""
         try:
-            body = EventStream.decode(content.encode())
+            body = decode(content.encode())
             text = f"{body.get('error')}: {body.get('error_description')}"
         except (ValueError, AttributeError):
             text = content[:200]
@@ -229,20 +253,20 @@ class BoxPositionPaginator(BaseAPIPaginator[str]):
     """Follows `next_stream_position`; the SDK stops on the first empty page."""
 
     def get_next(self, response: requests.Response) -> str | None:
-        position = response.decoded.get("next_stream_position")  # type: ignore[attr-defined]
+        position = page_body(response).get("next_stream_position")
         return None if position in (None, "", 0, OLDEST) else str(position)
 
 
-class BoxStream(EventStream):
-    """What both Box feeds share: auth, error format, paging, the position cursor."""
+class BoxStream(CursorStream):
+    """What both Box feeds share: error format, paging, the position cursor."""
 
     path = "/events"
     primary_keys: t.ClassVar[list[str]] = ["event_id"]
     schema = EVENT_SCHEMA
-    replication_key = POSITION_FIELD
-    is_sorted = True
     # Positions are opaque: the bookmark is the position carried by the last emitted event.
-    check_sorted = False
+    replication_key = POSITION_FIELD
+    dedupe = True
+    start_date_field = "created_at"
 
     @property
     def error_hints(self) -> dict[int, str]:  # type: ignore[override]
@@ -256,15 +280,6 @@ class BoxStream(EventStream):
             "principal and the app scope 'Manage enterprise properties'",
             HTTPStatus.BAD_REQUEST: "check box.event_types and box.page_size",
         }
-
-    @property
-    def authenticator(self) -> BearerTokenAuthenticator | BoxClientCredentials:
-        settings = self.settings
-        if settings.get("access_token"):
-            return self.shared(
-                "auth", lambda: BearerTokenAuthenticator(token=settings["access_token"])
-            )
-        return self.shared("auth", lambda: BoxClientCredentials(settings, self.secrets))
 
     def retry_after_refresh(self, response: requests.Response) -> bool:
         """A 401 with minted tokens: mint one new token and retry once."""
@@ -363,15 +378,6 @@ class BoxStream(EventStream):
         # Runs once the page's last event was written: the STATE after this page carries it.
         self.note_read_through(max(filter(None, map(event_time, entries)), default=None))
 
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        if self.seen_before(row["event_id"]):
-            return None
-        if self.start_date and row.get("created_at"):
-            created = datetime.datetime.fromisoformat(row["created_at"])
-            if created < self.start_date:
-                return None
-        return row
-
 
 @dataclass(frozen=True)
 class RealtimeServer:
@@ -448,9 +454,9 @@ class BoxEventsStream(BoxStream):
         prepared = self.build_prepared_request(
             method="OPTIONS", url=f"{self.url_base}{self.path}", params=params,
             headers=self.http_headers)
-        response = self.request_decorator(self._request)(prepared, None)
+        response = self.request_decorator(self.send_page)(prepared, None)
         try:
-            entry = response.decoded["entries"][0]  # type: ignore[attr-defined]
+            entry = self.page_body(response)["entries"][0]
             return RealtimeServer(
                 url=str(entry["url"]),
                 # The spec types these as strings, the guide's sample as numbers.
@@ -459,14 +465,12 @@ class BoxEventsStream(BoxStream):
             )
         except (KeyError, IndexError, TypeError, ValueError) as error:
             raise TapEventsError(
-                f"Box stream '{self.name}': OPTIONS /events did not name a realtime server "
+                f"{self.error_prefix}OPTIONS /events did not name a realtime server "
                 f"({type(error).__name__}: {error}): {response.text[:200]}", response
             ) from error
 
     def long_poll(self, server: RealtimeServer) -> str:
         """One wait on the realtime server: its `message`, or what went wrong."""
-        from tap_events.tap import is_safe_url  # the tap imports this module
-
         params = {"stream_position": self.feed_position or self.starting_position(None)}
         # The token only travels over https: Box's realtime URLs are plain http, and the
         # channel in the URL is what names the subscription.
@@ -474,13 +478,15 @@ class BoxEventsStream(BoxStream):
             prepared = self.build_prepared_request(
                 method="GET", url=server.url, params=params, headers=self.http_headers)
         else:
-            prepared = requests.Request("GET", server.url, params=params,
-                                        headers={"User-Agent": self.user_agent}).prepare()
+            prepared = self.http.prepare("GET", server.url, params=params,
+                                         headers={"User-Agent": self.user_agent})
         assert self.tail is not None
         try:
             with self.tail.waiting():
-                response = self.requests_session.send(
-                    prepared, timeout=(10, self.tail.read_timeout(server.retry_timeout)))
+                # The realtime server's URL comes from OPTIONS at box.api_url.
+                response = self.http.request(
+                    prepared, setting="box.api_url",
+                    timeout=self.http.timeout(self.tail.read_timeout(server.retry_timeout)))
         except requests.exceptions.Timeout:
             return self.TIMED_OUT
         except requests.exceptions.RequestException as error:
@@ -497,7 +503,7 @@ class BoxEventsStream(BoxStream):
         except TapEventsError as error:
             # A 4xx from the realtime server (a `max_retries` error among them): start over.
             return str(error)
-        body = response.decoded  # type: ignore[attr-defined]
+        body = self.page_body(response)
         return str(body.get("message") if isinstance(body, dict) else body)
 
 
@@ -563,10 +569,19 @@ def event_time(event: t.Any) -> datetime.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
+def authenticator(settings: Mapping[str, t.Any], http: HttpClient
+                  ) -> BearerTokenAuthenticator | BoxClientCredentials:
+    """A developer token as given, else tokens minted from the client credentials."""
+    if settings.get("access_token"):
+        return BearerTokenAuthenticator(token=settings["access_token"])
+    return BoxClientCredentials(settings, http)
+
+
 SOURCE = Source(
     name="box",
     label="Box",
     properties=SETTINGS,
     credential_sets=(("access_token",), ("client_id", "client_secret")),
+    authenticator=authenticator,
     streams=(BoxEventsStream, BoxEnterpriseEventsStream),
 )

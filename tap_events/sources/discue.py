@@ -18,20 +18,25 @@ from __future__ import annotations
 
 import datetime
 import typing as t
-from functools import cached_property
 from http import HTTPStatus
 
 from singer_sdk import typing as th
 from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_events.client import EventStream, TapEventsError
+from tap_events.client import CursorStream
+from tap_events.errors import TapEventsError
+from tap_events.http import page_body
 from tap_events.retention import ALLOW_GAP_SETTING
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import requests
     from singer_sdk.helpers.types import Context
+
+    from tap_events.http import HttpClient
 
 #: A keyset position: (`stored_at` in epoch ms, event id).
 Position = tuple[int, str]
@@ -118,7 +123,7 @@ class KeysetPaginator(BaseAPIPaginator["Position | None"]):
     """
 
     def get_next(self, response: requests.Response) -> Position | None:
-        events = response.decoded.get("events") or []  # type: ignore[attr-defined]
+        events = page_body(response).get("events") or []
         if not events:
             return None
         position = position_of(events[-1])
@@ -128,18 +133,19 @@ class KeysetPaginator(BaseAPIPaginator["Position | None"]):
 # ------------------------------------------------------------------------------ stream
 
 
-class DiscueEventsStream(EventStream):
+class DiscueEventsStream(CursorStream):
     """`discue_events`: the organization's API usage events, oldest first."""
 
     name = "discue_events"
     path = "/events"
     primary_keys: t.ClassVar[list[str]] = ["id"]
     schema = EVENT_SCHEMA
-    replication_key = CURSOR_FIELD
-    is_sorted = True
     # The bookmark is the position of the last emitted event in the server's order; ids are
     # not compared, so the server's tie-break order within a millisecond does not matter.
-    check_sorted = False
+    replication_key = CURSOR_FIELD
+    dedupe = True
+    # discue cannot filter by time alone, so the tap does.
+    start_date_field = "stored_at"
     retention = datetime.timedelta(hours=24)
 
     error_hints: t.ClassVar[dict[int, str]] = {
@@ -150,13 +156,6 @@ class DiscueEventsStream(EventStream):
         HTTPStatus.PAYMENT_REQUIRED: "check the discue plan and billing of the organization",
         HTTPStatus.BAD_REQUEST: "check discue.event_filter and discue.page_size",
     }
-
-    @property
-    def authenticator(self) -> APIKeyAuthenticator:
-        key = self.settings["api_key"]
-        return self.shared(
-            "auth", lambda: APIKeyAuthenticator(key="X-API-KEY", value=key, location="header")
-        )
 
     @property
     def http_headers(self) -> dict:
@@ -215,23 +214,17 @@ class DiscueEventsStream(EventStream):
             ).isoformat(timespec="milliseconds")
             yield event
 
-    @cached_property
-    def start_ms(self) -> int | None:
-        """`start_date` in epoch ms: discue cannot filter by time alone, so the tap does."""
-        return None if self.start_date is None else int(self.start_date.timestamp() * 1000)
 
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        if self.seen_before(row["id"]):
-            return None
-        if self.start_ms is not None and row["stored_at"] < self.start_ms:
-            return None
-        return row
+
+def authenticator(settings: Mapping[str, t.Any], http: HttpClient) -> APIKeyAuthenticator:
+    return APIKeyAuthenticator(key="X-API-KEY", value=settings["api_key"], location="header")
 
 
 SOURCE = Source(
     name="discue",
     label="discue.io",
     properties=SETTINGS,
+    authenticator=authenticator,
     credential_sets=(("api_key",),),
     streams=(DiscueEventsStream,),
 )
