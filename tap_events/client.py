@@ -26,6 +26,7 @@ from singer_sdk.streams.rest import PageContext
 from tap_events import retention, sdk_internals
 from tap_events.errors import TapEventsError, describe_failure, prefix
 from tap_events.http import decode, page_body
+from tap_events.oauth import ClientCredentials
 
 if t.TYPE_CHECKING:
     import requests
@@ -97,6 +98,12 @@ class EventStream(sdk_internals.FastRecordPath):
         if self.window_lag is not None:
             self.window_end = self.window_now()
 
+    @classmethod
+    def for_settings(cls, settings: t.Mapping[str, t.Any]) -> type[EventStream]:
+        """The class to build for these API settings: a stream whose feed is chosen by a
+        setting names one class per feed here (the public stream name stays the same)."""
+        return cls
+
     # ----------------------------------------------------------------- settings
 
     @property
@@ -161,6 +168,9 @@ class EventStream(sdk_internals.FastRecordPath):
                 self.source.credentials_hint(),
             )
             return
+        if self.tail is not None and self.window_lag is not None:
+            # Each poll of a tail run reads a new window, up to the time of that poll.
+            self.window_end = self.window_now()
         failures: list[str] = []
         try:
             super().sync(context)
@@ -184,9 +194,6 @@ class EventStream(sdk_internals.FastRecordPath):
         stream has caught up already: its records are the new events it listens for.
         """
         if self.tail is not None:
-            if self.window_lag is not None:
-                # Each poll of a tail run reads a new window, up to the time of that poll.
-                self.window_end = self.window_now()
             yield from self.tail_records(context)
             return
         self.check_retention(context)
@@ -224,6 +231,21 @@ class EventStream(sdk_internals.FastRecordPath):
         """
         value = self.get_starting_replication_key_value(context)
         return None if value in (None, "", self.config.get("start_date")) else value
+
+    def parsed_bookmark(self, context: Context | None, parse: t.Callable[[str], t.Any],
+                        expected: str) -> t.Any | None:
+        """The bookmark read by `parse`, None on a first run; a bookmark `parse` refuses
+        (ValueError) is one clear error naming what was `expected`."""
+        value = self.bookmark(context)
+        if value is None:
+            return None
+        try:
+            return parse(str(value))
+        except ValueError:
+            raise TapEventsError(
+                f"{self.error_prefix}the state bookmark {value!r} is not {expected}; fix or "
+                "remove it in the state"
+            ) from None
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         """When the last event already loaded was recorded; None on a first run.
@@ -443,20 +465,28 @@ class EventStream(sdk_internals.FastRecordPath):
     decode = staticmethod(decode)
 
     def retry_after_refresh(self, response: requests.Response) -> bool:
-        """Whether a 401 deserves one retry with a fresh token (OAuth streams override)."""
+        """Whether a 401 deserves a retry: with minted tokens, mint one new token, once per
+        stream and run."""
+        auth = self.authenticator
+        if isinstance(auth, ClientCredentials) and self.name not in auth.refreshed_for:
+            auth.refreshed_for.add(self.name)
+            auth.invalidate()
+            return True
         return False
 
     def api_error_text(self, response: requests.Response) -> str:
-        """The API's own words for an error response; API modules refine this."""
+        """The API's own words for an error response (none when they only repeat the HTTP
+        reason); API modules refine this."""
         try:
             body = decode(response.content)
         except ValueError:
-            return response.text[:200].strip()
+            body = None
+        text = response.text[:200].strip()
         if isinstance(body, dict):
-            for key in ("message", "title", "error_description", "error", "detail"):
-                if body.get(key):
-                    return str(body[key])
-        return response.text[:200].strip()
+            text = next((str(body[key]) for key in
+                         ("message", "title", "error_description", "error", "detail")
+                         if body.get(key)), text)
+        return "" if text.lower() == (response.reason or "").lower() else text
 
     def error_message(self, response: requests.Response) -> str:
         return self.http.error_message(response, self)

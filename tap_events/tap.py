@@ -107,8 +107,13 @@ class TapEvents(sdk_internals.TerminationHook):
 
     def discover_streams(self) -> list[Stream]:
         """Every stream of every API, whatever is configured: a sync skips the rest."""
-        return [stream(self, source=source, run=self.run)
-                for source in SOURCES for stream in source.streams]
+        streams = []
+        for source in SOURCES:
+            given = self.config.get(source.name)
+            settings = source.settings(self.config) if isinstance(given, dict | None) else {}
+            streams += [stream.for_settings(settings)(self, source=source, run=self.run)
+                        for stream in source.streams]
+        return streams
 
     def listening_streams(self) -> list[EventStream]:
         """The streams a tail phase listens on: selected, of a configured API."""

@@ -25,14 +25,14 @@ from tap_events import sdk_internals
 from tap_events.writer import BufferedRecordWriter
 
 #: sha256 of the source of each SDK method EventStream replaces or relies on the calls of
-#: (client.py, "The SDK's per-record path ..."). A mismatch means: read the new SDK method,
-#: carry its change into client.py, then update the digest here.
+#: (sdk_internals.py, `FastRecordPath`). A mismatch means: read the new SDK method,
+#: carry its change into sdk_internals.py, then update the digest here.
 SDK_METHOD_SHA256 = {
-    # Replaced together by EventStream._write_record_message.
+    # Replaced together by sdk_internals.FastRecordPath._write_record_message.
     "_write_record_message": "292b7bed39883bd999839ea8ac5153ab52287f6120f7203902892510b0cfbd08",
     "_generate_record_messages":
         "9b5f9fbcdedb7a1aec5673a44f51fd9bd88840f19f0fb29cba9953b9d9095bfe",
-    # Skipped by EventStream._process_record when there are no partitions and no children.
+    # Skipped by FastRecordPath._process_record when there are no partitions and no children.
     "_process_record": "8529b9f3ce2f849db6858c120e7ea1b8ff246714ea48edb355ca3eb6a9c27c0b",
     # The loop calling both, once per record, with those arguments.
     "_sync_records": "8928dc7f50e9bf57cc98734b30e3953b0e19007f85fe020a0c80ccdbcf5d329f",

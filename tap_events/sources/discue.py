@@ -31,12 +31,10 @@ from tap_events.retention import ALLOW_GAP_SETTING
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
-    from collections.abc import Mapping
 
     import requests
     from singer_sdk.helpers.types import Context
 
-    from tap_events.http import HttpClient
 
 #: A keyset position: (`stored_at` in epoch ms, event id).
 Position = tuple[int, str]
@@ -108,9 +106,10 @@ def parse_cursor(cursor: str) -> Position:
 def position_of(event: dict) -> Position:
     stored_at = event.get("stored_at")
     if not isinstance(stored_at, int) or isinstance(stored_at, bool) or not event.get("id"):
+        # The stream's failure report adds the prefix naming the stream.
         raise TapEventsError(
-            f"discue.io stream 'discue_events': an event without an integer stored_at and an "
-            f"id cannot be bookmarked: id={event.get('id')!r}, stored_at={stored_at!r}"
+            f"an event without an integer stored_at and an id cannot be bookmarked: "
+            f"id={event.get('id')!r}, stored_at={stored_at!r}"
         )
     return stored_at, str(event["id"])
 
@@ -161,25 +160,12 @@ class DiscueEventsStream(CursorStream):
     def http_headers(self) -> dict:
         return {**super().http_headers, "Accept": "application/json"}
 
-    def api_error_text(self, response: requests.Response) -> str:
-        """discue's body is `{"title", "status"}`; a title that repeats the reason adds nothing."""
-        text = super().api_error_text(response)
-        return "" if text.lower() == (response.reason or "").lower() else text
-
     # ----------------------------------------------------------------- positions
 
     def starting_position(self, context: Context | None) -> Position | None:
         """The bookmarked position, or None to read all that discue keeps."""
-        value = self.bookmark(context)
-        if value is None:
-            return None
-        try:
-            return parse_cursor(str(value))
-        except ValueError:
-            raise TapEventsError(
-                f"discue.io stream 'discue_events': the state bookmark {value!r} is not a "
-                "position `<stored_at ms>:<event id>`; fix or remove it in the state"
-            ) from None
+        return self.parsed_bookmark(context, parse_cursor,
+                                    "a position `<stored_at ms>:<event id>`")
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         position = self.starting_position(context)
@@ -216,15 +202,12 @@ class DiscueEventsStream(CursorStream):
 
 
 
-def authenticator(settings: Mapping[str, t.Any], http: HttpClient) -> APIKeyAuthenticator:
-    return APIKeyAuthenticator(key="X-API-KEY", value=settings["api_key"], location="header")
-
-
 SOURCE = Source(
     name="discue",
     label="discue.io",
     properties=SETTINGS,
-    authenticator=authenticator,
+    authenticator=lambda settings, http: APIKeyAuthenticator(
+        key="X-API-KEY", value=settings["api_key"], location="header"),
     credential_sets=(("api_key",),),
     streams=(DiscueEventsStream,),
 )

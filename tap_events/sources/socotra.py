@@ -34,7 +34,6 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context
 
-    from tap_events.http import HttpClient
 
 #: The tap-added field naming the tenant a record was read from; part of every primary key.
 TENANT_FIELD = "tenant_locator"
@@ -129,18 +128,16 @@ def is_uuid(value: t.Any) -> bool:
 class SocotraStream(EventStream):
     """What every Socotra endpoint shares: settings checks, one partition per tenant."""
 
-    @property
-    def error_hints(self) -> dict[int, str]:  # type: ignore[override]
-        return {
-            HTTPStatus.UNAUTHORIZED: "check socotra.token: a valid, unexpired personal "
-            "access token",
-            HTTPStatus.FORBIDDEN: "check that socotra.token has the events read and list "
-            "permissions and that the tenant is one of the token's tenants",
-            HTTPStatus.NOT_FOUND: "check socotra.api_url, socotra.tenant_locators and "
-            "socotra.policy_locators",
-            HTTPStatus.BAD_REQUEST: "check socotra.event_type, socotra.page_size and "
-            "start_date",
-        }
+    error_hints: t.ClassVar[Mapping[int, str]] = {
+        HTTPStatus.UNAUTHORIZED: "check socotra.token: a valid, unexpired personal "
+        "access token",
+        HTTPStatus.FORBIDDEN: "check that socotra.token has the events read and list "
+        "permissions and that the tenant is one of the token's tenants",
+        HTTPStatus.NOT_FOUND: "check socotra.api_url, socotra.tenant_locators and "
+        "socotra.policy_locators",
+        HTTPStatus.BAD_REQUEST: "check socotra.event_type, socotra.page_size and "
+        "start_date",
+    }
 
     @property
     def tenants(self) -> list[str]:
@@ -326,15 +323,11 @@ class SocotraFailedScheduledEventsStream(SocotraStream):
         return {"offset": next_page_token or 0, "count": self.settings["page_size"]}
 
 
-def authenticator(settings: Mapping[str, t.Any], http: HttpClient) -> BearerTokenAuthenticator:
-    return BearerTokenAuthenticator(token=settings["token"])
-
-
 SOURCE = Source(
     name="socotra",
     label="Socotra",
     properties=SETTINGS,
-    authenticator=authenticator,
+    authenticator=lambda settings, http: BearerTokenAuthenticator(token=settings["token"]),
     # api_url and tenant_locators are checked when the streams start, so a token without
     # them is a loud error rather than a silently skipped API.
     credential_sets=(("token",),),
