@@ -5,7 +5,7 @@ VENV := .venv
 # e.g. make demo DEMO_ARGS="--events 20000 --new-events 1000"
 DEMO_ARGS ?=
 
-.PHONY: install meltano demo test lint meltano-settings docs-settings clean
+.PHONY: install meltano demo test lint meltano-settings docs-settings hub-definition clean
 
 # Reinstalled when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -37,6 +37,10 @@ meltano-settings: install
 # After adding a setting: regenerate README.md's settings table and sample_config.json.
 docs-settings: install
 	$(VENV)/bin/python -m scripts.docs_settings --write
+
+# After adding a setting or changing pyproject's metadata: regenerate the Meltano Hub definition.
+hub-definition: install
+	$(VENV)/bin/python -m scripts.hub_definition --write
 
 # Removes what the demo and Meltano installed and stored (including Meltano's state).
 clean:
