@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from http import HTTPStatus
 
+from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
 from singer_sdk.streams.rest import PageContext
@@ -458,9 +459,37 @@ class EventStream(sdk_internals.FastRecordPath):
         raise NotImplementedError
 
     def validate_response(self, response: requests.Response) -> None:
-        """Classify a response and decode its JSON body once (`HttpClient.check`)."""
-        self.http.check(response, self, setting=self.setting_name(self.url_setting),
-                        expects_json=self.expects_json)
+        """Classify a response and decode its JSON body once (`HttpClient.check`), then
+        refuse a page without the API's envelope.
+
+        A gateway's error page or a JSON error sent with status 200 is no page of events:
+        read as one it would look "caught up" (no events) and move the bookmark's time. It is
+        retried like a garbled body; after the last try, the stream fails in one line.
+        """
+        setting = self.setting_name(self.url_setting)
+        self.http.check(response, self, setting=setting, expects_json=self.expects_json)
+        problem = self.envelope_problem(response)
+        if problem:
+            raise RetriableAPIError(
+                f"{self.error_prefix}HTTP {response.status_code} that is not a page of "
+                f"events: {problem} (check {setting}, and any proxy between)", response)
+
+    #: The list of events in a page body (a JSON object), or None when the body is the list.
+    envelope_key: t.ClassVar[str | None] = None
+
+    def envelope_problem(self, response: requests.Response) -> str | None:
+        """What is wrong with a successful answer's shape, or None when it is a page."""
+        if not self.expects_json or response.request.method == "OPTIONS":
+            return None
+        body = self.page_body(response)
+        if self.envelope_key is None:
+            return None if isinstance(body, list) else f"{shape(body)} instead of a JSON array"
+        if not isinstance(body, dict):
+            return f"{shape(body)} instead of an object with an '{self.envelope_key}' list"
+        if not isinstance(body.get(self.envelope_key), list):
+            return (f"an object without an '{self.envelope_key}' list (keys: "
+                    f"{', '.join(sorted(map(str, body))[:5]) or 'none'})")
+        return None
 
     decode = staticmethod(decode)
 
@@ -568,6 +597,12 @@ class EventStream(sdk_internals.FastRecordPath):
         if len(self._seen_ids) > self.DEDUPE_WINDOW:
             self._seen_ids.popitem(last=False)
         return False
+
+
+def shape(body: t.Any) -> str:
+    """`a JSON string`, `a JSON array`: what a body is, for an error line."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return f"a JSON {names.get(type(body), 'number')}"
 
 
 class CursorStream(EventStream):

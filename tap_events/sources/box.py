@@ -204,6 +204,7 @@ class BoxStream(CursorStream):
     replication_key = POSITION_FIELD
     dedupe = True
     start_date_field = "created_at"
+    envelope_key = "entries"
 
     @property
     def error_hints(self) -> dict[int, str]:  # type: ignore[override]

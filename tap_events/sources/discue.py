@@ -143,6 +143,7 @@ class DiscueEventsStream(CursorStream):
     # not compared, so the server's tie-break order within a millisecond does not matter.
     replication_key = CURSOR_FIELD
     dedupe = True
+    envelope_key = "events"
     # discue cannot filter by time alone, so the tap does.
     start_date_field = "stored_at"
     retention = datetime.timedelta(hours=24)

@@ -215,6 +215,7 @@ class SocotraEventsStream(SocotraStream, CursorStream):
     schema = EVENT_SCHEMA
     replication_key = "timestamp"
     dedupe = True
+    envelope_key = "events"
     # One closed window per run, the same for every tenant and page.
     window_lag = END_LAG
 
