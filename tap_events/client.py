@@ -105,6 +105,16 @@ class EventStream(sdk_internals.FastRecordPath):
         setting names one class per feed here (the public stream name stays the same)."""
         return cls
 
+    def apply_catalog(self, catalog: t.Any) -> None:
+        """Selection from the catalog; the replication key from the stream itself.
+
+        The SDK also takes the replication key from the catalog, which may have been
+        discovered under another feed setting (`box.enterprise_stream_type`): bookmarking
+        `created_at` on a feed paged by position writes a bookmark the API refuses.
+        """
+        super().apply_catalog(catalog)
+        self.replication_key = type(self).replication_key
+
     # ----------------------------------------------------------------- settings
 
     @property
@@ -247,6 +257,122 @@ class EventStream(sdk_internals.FastRecordPath):
                 f"{self.error_prefix}the state bookmark {value!r} is not {expected}; fix or "
                 "remove it in the state"
             ) from None
+
+    #: What a bookmark of this stream looks like, for errors (`parse_bookmark`).
+    bookmark_kind: t.ClassVar[str] = "an ISO 8601 date-time with a UTC offset"
+
+    def parse_bookmark(self, value: t.Any) -> t.Any:
+        """A bookmark value as the stream compares it; ValueError when it is not one.
+
+        The one judge of a bookmark, used when it is written (`may_bookmark`) and when it
+        is read from the state (`state_problems`): what one refuses, the other never wrote.
+        This default reads a date-time replication key; cursor streams override it.
+        """
+        if not self.is_timestamp_replication_key:
+            return value
+        if not isinstance(value, str):
+            raise ValueError(value)
+        moment = datetime.datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError(value)
+        return moment
+
+    def bookmark_bound(self, context: Context | None) -> t.Any | None:
+        """The greatest bookmark this run may write (parsed), or None for no bound.
+
+        Date-time bookmarks stop at the run's window end, else at the run's start: an event
+        stamped in the future is emitted, but the bookmark stays behind it, so the next run
+        still reads what arrives meanwhile.
+        """
+        if not self.is_timestamp_replication_key:
+            return None
+        if self.window_lag is not None:
+            return self.window_end
+        return self.run_started
+
+    @cached_property
+    def run_started(self) -> datetime.datetime:
+        """When this run started (the tap's clock, as the SDK stamps it)."""
+        return datetime.datetime.fromtimestamp(self._tap.initialized_at / 1000, datetime.UTC)
+
+    #: Values this far past the bound are named in a warning (closer ones are events of the
+    #: run itself, which the next run simply reads again).
+    FUTURE_WARNING = datetime.timedelta(minutes=1)
+
+    def may_bookmark(self, record: dict, context: Context | None) -> bool:
+        """Whether `record` may move the bookmark (called before the SDK moves it).
+
+        A value the next run would refuse fails the stream now, in one line naming the
+        field; a value past the run's upper bound is emitted without moving the bookmark.
+        """
+        key = t.cast("str", self.replication_key)
+        value = record.get(key)
+        if value is None:
+            return False
+        try:
+            parsed = self.parse_bookmark(value)
+        except (TypeError, ValueError):
+            raise TapEventsError(
+                f"{self.error_prefix}an event whose '{key}' is {value!r}, which is not "
+                f"{self.bookmark_kind}: it cannot be bookmarked (the next run would refuse "
+                f"it); event {str(record)[:120]}"
+            ) from None
+        bound = self.bookmark_bound(context)
+        if bound is None or not self.past(parsed, bound):
+            return True
+        if self.past(parsed, bound, by=self.FUTURE_WARNING):
+            self.logger.warning(
+                "%sevent %s has '%s' %r, past this run's upper bound %s: emitted, but the "
+                "bookmark stays before it", self.error_prefix, self.key_of(record), key,
+                value, bound)
+        return False
+
+    @staticmethod
+    def past(value: t.Any, bound: t.Any, by: datetime.timedelta = datetime.timedelta(0)
+             ) -> bool:
+        """Whether a parsed bookmark lies past `bound` (by more than `by`)."""
+        return bool(value > bound + by)
+
+    def state_problems(self, state: t.Any) -> list[str]:
+        """What is wrong with this stream's entry in the state (read before any request).
+
+        A bookmark of another replication key (a feed switched by a setting) does not fit
+        and is dropped with one line: the stream starts as on a first run. A malformed one is
+        an error: never a silent restart from the beginning.
+        """
+        entries = [state]
+        if isinstance(state, dict) and "partitions" in state:
+            partitions = state["partitions"]
+            if not isinstance(partitions, list):
+                return [f"{self.error_prefix}the state's 'partitions' is {shape(partitions)}, "
+                        "not a list; fix or remove this stream's entry in the state"]
+            entries = [state, *partitions]
+        problems = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                problems.append(f"{self.error_prefix}the state holds {shape(entry)} "
+                                f"{str(entry)[:80]!r} where a bookmark object belongs; fix or "
+                                "remove this stream's entry in the state")
+                continue
+            value = entry.get("replication_key_value")
+            if value is None:
+                continue
+            key = entry.get("replication_key")
+            if key != self.replication_key:
+                self.logger.warning(
+                    "%sthe state's bookmark %s=%r does not fit this feed, which bookmarks "
+                    "'%s' (a setting changed the feed): starting as on a first run",
+                    self.error_prefix, key, value, self.replication_key)
+                entry.pop("replication_key_value", None)
+                entry.pop("replication_key", None)
+                continue
+            try:
+                self.parse_bookmark(value)
+            except (TypeError, ValueError):
+                problems.append(
+                    f"{self.error_prefix}the state bookmark {key}={value!r} is not "
+                    f"{self.bookmark_kind}; fix or remove it in the state")
+        return problems
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         """When the last event already loaded was recorded; None on a first run.

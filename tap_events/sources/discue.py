@@ -105,10 +105,12 @@ def parse_cursor(cursor: str) -> Position:
 
 def position_of(event: dict) -> Position:
     stored_at = event.get("stored_at")
-    if not isinstance(stored_at, int) or isinstance(stored_at, bool) or not event.get("id"):
+    if (not isinstance(stored_at, int) or isinstance(stored_at, bool) or stored_at < 0
+            or not event.get("id")):
         # The stream's failure report adds the prefix naming the stream.
         raise TapEventsError(
-            f"an event without an integer stored_at and an id cannot be bookmarked: "
+            f"an event without a non-negative integer 'stored_at' and an 'id' cannot be "
+            "bookmarked (the next run would refuse the position): "
             f"id={event.get('id')!r}, stored_at={stored_at!r}"
         )
     return stored_at, str(event["id"])
@@ -163,10 +165,26 @@ class DiscueEventsStream(CursorStream):
 
     # ----------------------------------------------------------------- positions
 
+    bookmark_kind = "a position `<stored_at ms>:<event id>`"
+
+    def parse_bookmark(self, value: t.Any) -> Position:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return parse_cursor(value)
+
+    def bookmark_bound(self, context: Context | None) -> Position:
+        """The run's start: an event stored later (or stamped in the future) is read again
+        by the next run rather than bookmarked."""
+        return (int(self.run_started.timestamp() * 1000), "")
+
+    @staticmethod
+    def past(value: Position, bound: Position,
+             by: datetime.timedelta = datetime.timedelta(0)) -> bool:
+        return value[0] > bound[0] + by.total_seconds() * 1000
+
     def starting_position(self, context: Context | None) -> Position | None:
         """The bookmarked position, or None to read all that discue keeps."""
-        return self.parsed_bookmark(context, parse_cursor,
-                                    "a position `<stored_at ms>:<event id>`")
+        return self.parsed_bookmark(context, self.parse_bookmark, self.bookmark_kind)
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         position = self.starting_position(context)
