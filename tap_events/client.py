@@ -11,6 +11,7 @@ members are used only through tap_events/sdk_internals.py.
 from __future__ import annotations
 
 import datetime
+import decimal
 import logging
 import time
 import typing as t
@@ -228,6 +229,24 @@ class EventStream(sdk_internals.FastRecordPath):
         moment = datetime.datetime.fromisoformat(value)
         return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
+    def window_start(self, context: Context | None) -> datetime.datetime | None:
+        """Where a windowed read starts: the bookmark minus `lookback_minutes` (for APIs that
+        index events late), never before `start_date`; None reads everything.
+
+        The SDK's starting timestamp is the later of the bookmark and `start_date` (just
+        `start_date` on a first run), so subtracting the lookback and flooring at
+        `start_date` covers every case. The bookmark itself is never lowered, only the
+        request: the overlap is dropped within a run (`dedupe`) and upserted by the target
+        across runs.
+        """
+        starting = self.get_starting_timestamp(context)
+        if starting is None:
+            return None
+        start = starting - datetime.timedelta(minutes=self.settings.get("lookback_minutes", 0))
+        if self.start_date and start < self.start_date:
+            return self.start_date
+        return start
+
     def window_now(self) -> datetime.datetime:
         """The end of a window starting now: `window_lag` ago, in whole seconds."""
         lag = self.window_lag or datetime.timedelta(0)
@@ -322,10 +341,14 @@ class EventStream(sdk_internals.FastRecordPath):
             return True
         if self.past(parsed, bound, by=self.FUTURE_WARNING):
             self.logger.warning(
-                "%sevent %s has '%s' %r, past this run's upper bound %s: emitted, but the "
-                "bookmark stays before it", self.error_prefix, self.key_of(record), key,
-                value, bound)
+                "%sevent %s has '%s' %r (%s), past this run's upper bound %s: emitted, but "
+                "the bookmark stays before it", self.error_prefix, self.key_of(record), key,
+                value, self.time_of(parsed).isoformat(), self.time_of(bound).isoformat())
         return False
+
+    def time_of(self, parsed: t.Any) -> datetime.datetime:
+        """The time a parsed bookmark stands for (for log lines)."""
+        return parsed
 
     @staticmethod
     def past(value: t.Any, bound: t.Any, by: datetime.timedelta = datetime.timedelta(0)
@@ -370,7 +393,7 @@ class EventStream(sdk_internals.FastRecordPath):
                 self.parse_bookmark(value)
             except (TypeError, ValueError):
                 problems.append(
-                    f"{self.error_prefix}the state bookmark {key}={value!r} is not "
+                    f"{self.error_prefix}the state bookmark {key}={shown(value)} is not "
                     f"{self.bookmark_kind}; fix or remove it in the state")
         return problems
 
@@ -723,6 +746,12 @@ class EventStream(sdk_internals.FastRecordPath):
         if len(self._seen_ids) > self.DEDUPE_WINDOW:
             self._seen_ids.popitem(last=False)
         return False
+
+
+def shown(value: t.Any) -> str:
+    """A state value as its JSON text read (the SDK reads JSON numbers with a fraction or
+    exponent as Decimal: 1.2345678901234567e+19, not Decimal('1.2345678901234567E+19'))."""
+    return repr(float(value)) if isinstance(value, decimal.Decimal) else repr(value)
 
 
 def shape(body: t.Any) -> str:

@@ -139,6 +139,8 @@ class TapEvents(sdk_internals.TerminationHook):
                 f"the state's 'bookmarks' is {shape(bookmarks)}, not an object of streams; "
                 "fix or remove the state")
             return
+        #: Every stream the state names, readable or not (`check_state`).
+        self.state_stream_names = list(bookmarks)
         readable = {}
         for name, entry in bookmarks.items():
             if isinstance(entry, dict):
@@ -154,12 +156,12 @@ class TapEvents(sdk_internals.TerminationHook):
         line naming the stream and the value (never a silent restart from the beginning);
         bookmarks of streams the tap does not have get one warning."""
         problems = list(getattr(self, "state_shape_problems", []))
-        unknown = []
+        unknown = [name for name in getattr(self, "state_stream_names", [])
+                   if name not in self.streams]
         for name, entry in (self.state.get("bookmarks") or {}).items():
             stream = self.streams.get(name)
-            if not isinstance(stream, EventStream):
-                unknown.append(name)
-            elif stream.selected and stream.source.is_configured(self.config):
+            if (isinstance(stream, EventStream) and stream.selected
+                    and stream.source.is_configured(self.config)):
                 problems += stream.state_problems(entry)
         if unknown:
             self.logger.warning("The state holds bookmarks of streams this tap does not "

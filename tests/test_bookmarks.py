@@ -8,13 +8,15 @@ status and the one line that explains a failure.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 
 import pytest
 
+from tap_events import ulid
 from tests.hostile import Answer, HostileServer, Seen
 from tests.reliability import one_api_config
-from tests.support import log_lines, run_tap
+from tests.support import discover, log_lines, run_tap, select_streams
 
 # ------------------------------------------------------------------------------ Retry-After
 
@@ -97,3 +99,210 @@ def test_one_malformed_200_is_retried_and_the_run_completes(emulator):
     assert second.returncode == 0, second.stderr
     assert len(set(second.ids("box_events")) - set(first.ids("box_events"))) == 5
     assert any("not a page of events" in line for line in log_lines(second, "WARNING"))
+
+
+# ------------------------------------------------------------------------------ Box admin_logs
+
+
+def test_admin_logs_events_indexed_late_arrive_in_the_next_run(emulator):
+    """Box indexes admin_logs events late: stamped before the newest event already loaded,
+    visible only after the run. The next run re-reads `box.lookback_minutes` and loads them,
+    each once; the bookmark does not go back."""
+    config = one_api_config(emulator.url, "box")
+    first = run_tap(config, streams=["box_enterprise_events"])
+    assert first.returncode == 0, first.stderr
+    bookmark = first.bookmark("box_enterprise_events")["replication_key_value"]
+    emulator.add_events("box", 3, feed="late", seconds_before=120)
+    late = {event["event_id"] for event in emulator.app.apis["box"].late}
+
+    second = run_tap(config, state=first.final_state, streams=["box_enterprise_events"])
+    assert second.returncode == 0, second.stderr
+    ids = second.ids("box_enterprise_events")
+    assert late <= set(ids)
+    assert len(ids) == len(set(ids)), "the overlap is dropped within a run"
+    assert second.bookmark("box_enterprise_events")["replication_key_value"] == bookmark
+    loaded = set(first.ids("box_enterprise_events")) | set(ids)
+    assert len(loaded) == emulator.stream_counts()["box_enterprise_events"]
+
+
+# ------------------------------------------------------------------------------ future stamps
+
+#: (api, stream, field, a value stamped in 2099, API settings): the last event of the next
+#: page gets the value, so it would be the bookmark.
+FUTURE_CASES = [
+    ("socotra", "socotra_events", "timestamp", "2099-01-01T00:00:00.000Z",
+     {"lookback_minutes": 0}),
+    ("discue", "discue_events", "stored_at", 4070908800000, {}),
+    ("box", "box_enterprise_events", "created_at", "2099-01-01T00:00:00-08:00",
+     {"lookback_minutes": 0}),
+    ("alpaca", "alpaca_trade_events", "event_id",
+     ulid.encode(4070908800000, 12345), {"lookback_minutes": 0}),
+]
+
+
+@pytest.mark.parametrize(("api", "stream", "field", "value", "settings"), FUTURE_CASES,
+                         ids=[case[0] for case in FUTURE_CASES])
+def test_an_event_stamped_in_2099_does_not_move_the_bookmark(emulator, api, stream, field,
+                                                             value, settings):
+    config = one_api_config(emulator.url, api, settings=settings)
+    first = run_tap(config, streams=[stream])
+    assert first.returncode == 0, first.stderr
+    feed = {"feed": "enterprise"} if api == "box" else {}
+    emulator.add_events(api, 3, **feed)
+    emulator.inject(api, "mutate", path=emulator.app.apis[api].fault_path, times=2,
+                    options={"keys": [field], "value": value, "last": True})
+    second = run_tap(config, state=first.final_state, streams=[stream])
+    assert second.returncode == 0, second.stderr
+    assert any(record[field] == value for record in second.records(stream)), "emitted"
+    assert any("2099" in line and "upper bound" in line
+               for line in log_lines(second, "WARNING")), second.stderr
+    assert "2099" not in json.dumps(second.final_state)
+    assert "4070908800000" not in json.dumps(second.final_state)
+
+    loaded = emulator.stream_counts()[stream]
+    emulator.add_events(api, 6, **feed)
+    arrived = emulator.stream_counts()[stream] - loaded
+    assert arrived > 0
+    third = run_tap(config, state=second.final_state, streams=[stream])
+    assert third.returncode == 0, third.stderr
+    keys = primary_keys(stream)
+    before = {key_of(r, keys) for run in (first, second) for r in run.records(stream)}
+    # Where the 2099 value replaced the key itself (Alpaca's id), the event it replaced
+    # arrives under its real id too, now that the server stopped lying.
+    expected = arrived + (1 if field in keys else 0)
+    assert len({key_of(r, keys) for r in third.records(stream)} - before) == expected, \
+        "the next run still reads what arrives"
+
+
+def primary_keys(stream: str) -> list[str]:
+    return {"socotra_events": ["tenant_locator", "locator"], "discue_events": ["id"]}.get(
+        stream, ["event_id"])
+
+
+def key_of(record: dict, keys: list[str]) -> tuple:
+    return tuple(record[key] for key in keys)
+
+
+# ------------------------------------------------------------------------------ bookmarks written
+
+#: (api, stream, field, value the next run would refuse)
+UNWRITABLE = [
+    ("discue", "discue_events", "stored_at", -5),
+    ("socotra", "socotra_events", "timestamp", "yesterday"),
+]
+
+
+@pytest.mark.parametrize(("api", "stream", "field", "value"), UNWRITABLE,
+                         ids=[case[0] for case in UNWRITABLE])
+def test_a_cursor_the_next_run_would_refuse_is_never_written(emulator, api, stream, field,
+                                                             value):
+    config = one_api_config(emulator.url, api)
+    emulator.inject(api, "mutate", path=emulator.app.apis[api].fault_path, after=1,
+                    options={"keys": [field], "value": value, "last": True})
+    first = run_tap(config, streams=[stream])
+    assert first.returncode == 1, first.stderr
+    errors = log_lines(first, "ERROR")
+    assert any(f"stream '{stream}'" in line and f"'{field}'" in line and repr(value) in line
+               for line in errors), first.stderr
+    assert "Traceback" not in first.stderr
+    assert repr(value) not in json.dumps(first.final_state)
+    # Whatever the failed run wrote, the next run reads it and completes.
+    second = run_tap(config, state=first.final_state, streams=[stream])
+    assert second.returncode == 0, second.stderr
+
+
+# ------------------------------------------------------------------------------ bookmarks read
+
+ALPACA_TRADES = "alpaca_trade_events"
+MALFORMED_STATES = [
+    ("box", {"box_events": {"replication_key": "stream_position",
+                            "replication_key_value": 1.2345678901234567e+19}},
+     "box_events", "1.2345678901234567e+19"),
+    ("alpaca", {ALPACA_TRADES: {"replication_key": "max_event_ulid",
+                                "replication_key_value": "2026-12-01T00:00:00Z"}},
+     ALPACA_TRADES, "2026-12-01T00:00:00Z"),
+    ("discue", {"discue_events": {"replication_key": "cursor",
+                                  "replication_key_value": "1747038614499"}},
+     "discue_events", "1747038614499"),
+    ("socotra", {"socotra_events": {"partitions": [
+        {"context": {"tenant_locator": "8b4f2d2e-6a55-4c51-9d3b-0f4c7f0f2a11"},
+         "replication_key": "timestamp", "replication_key_value": "soon"}]}},
+     "socotra_events", "soon"),
+    ("discue", {"discue_events": "1747038614499:abc"}, "discue_events", "1747038614499:abc"),
+    ("socotra", {"socotra_events": {"partitions": {"a": 1}}}, "socotra_events", "partitions"),
+]
+
+
+@pytest.mark.parametrize(("api", "bookmarks", "stream", "named"), MALFORMED_STATES,
+                         ids=[f"{case[0]}-{n}" for n, case in enumerate(MALFORMED_STATES)])
+def test_a_malformed_bookmark_fails_the_run_before_any_request(emulator, api, bookmarks,
+                                                               stream, named):
+    config = one_api_config(emulator.url, api)
+    run = run_tap(config, state={"bookmarks": bookmarks})
+    assert run.returncode == 1, run.stderr
+    errors = log_lines(run, "ERROR")
+    assert any(f"'{stream}'" in line and named in line for line in errors), run.stderr
+    assert "Traceback" not in run.stderr
+    assert emulator.requests(api) == [], "no request before the state was read"
+    assert run.records() == []
+
+
+def test_a_state_that_is_not_an_object_of_bookmarks_is_one_line(emulator):
+    run = run_tap(one_api_config(emulator.url, "discue"), state={"bookmarks": ["discue"]})
+    assert run.returncode == 1, run.stderr
+    assert any("'bookmarks' is a JSON array" in line for line in log_lines(run, "ERROR"))
+    assert "Traceback" not in run.stderr
+    assert emulator.requests("discue") == []
+
+
+def test_bookmarks_of_unknown_streams_give_one_warning(emulator):
+    config = one_api_config(emulator.url, "discue")
+    state = {"bookmarks": {"zendesk_tickets": {"replication_key": "updated_at",
+                                               "replication_key_value": "2026-01-01"},
+                           "old_stream": {}}}
+    run = run_tap(config, state=state)
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in log_lines(run, "WARNING") if "old_stream" in line]
+    assert len(warnings) == 1 and "zendesk_tickets" in warnings[0]
+    assert len(set(run.ids("discue_events", "id"))) == emulator.stream_counts()["discue_events"]
+
+
+# ------------------------------------------------------------------------------ feed switches
+
+
+def test_the_replication_key_comes_from_the_feed_setting_not_the_catalog(emulator):
+    """A catalog discovered under `admin_logs` (key `created_at`), run on
+    `admin_logs_streaming`: the bookmark is a position, and the next run sends it back."""
+    catalog = select_streams(discover({}), {"box_enterprise_events"})
+    entry = next(e for e in catalog["streams"] if e["tap_stream_id"] == "box_enterprise_events")
+    assert entry["replication_key"] == "created_at"
+    config = one_api_config(emulator.url, "box",
+                            settings={"enterprise_stream_type": "admin_logs_streaming"})
+    first = run_tap(config, catalog=catalog)
+    assert first.returncode == 0, first.stderr
+    bookmark = first.bookmark("box_enterprise_events")
+    assert bookmark["replication_key"] == "stream_position"
+    assert bookmark["replication_key_value"].isdigit()
+    emulator.add_events("box", 3, feed="enterprise")
+    second = run_tap(config, catalog=catalog, state=first.final_state)
+    assert second.returncode == 0, second.stderr
+    assert len(set(second.ids("box_enterprise_events"))
+               - set(first.ids("box_enterprise_events"))) == 3
+
+
+def test_a_bookmark_of_another_feed_is_not_sent(emulator):
+    """A time bookmarked on `admin_logs`, then the setting switches to the streaming feed:
+    the time is never sent as a position; the stream starts as on a first run, saying why."""
+    config = one_api_config(emulator.url, "box")
+    first = run_tap(config, streams=["box_enterprise_events"])
+    assert first.bookmark("box_enterprise_events")["replication_key"] == "created_at"
+    switched = one_api_config(emulator.url, "box",
+                              settings={"enterprise_stream_type": "admin_logs_streaming"})
+    second = run_tap(switched, state=first.final_state, streams=["box_enterprise_events"])
+    assert second.returncode == 0, second.stderr
+    sent = [r["query"].get("stream_position", [""])[0] for r in emulator.requests("box")
+            if r["query"].get("stream_type") == ["admin_logs_streaming"]]
+    assert sent and all(position.isdigit() for position in sent), sent
+    assert len(set(second.ids("box_enterprise_events"))) == \
+        emulator.stream_counts()["box_enterprise_events"]
+    assert any("does not fit this feed" in line for line in log_lines(second, "WARNING"))

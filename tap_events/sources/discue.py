@@ -182,15 +182,16 @@ class DiscueEventsStream(CursorStream):
              by: datetime.timedelta = datetime.timedelta(0)) -> bool:
         return value[0] > bound[0] + by.total_seconds() * 1000
 
+    def time_of(self, parsed: Position) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(parsed[0] / 1000, datetime.UTC)
+
     def starting_position(self, context: Context | None) -> Position | None:
         """The bookmarked position, or None to read all that discue keeps."""
         return self.parsed_bookmark(context, self.parse_bookmark, self.bookmark_kind)
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         position = self.starting_position(context)
-        if position is None:
-            return None
-        return datetime.datetime.fromtimestamp(position[0] / 1000, datetime.UTC)
+        return None if position is None else self.time_of(position)
 
     def get_new_paginator(self) -> KeysetPaginator:
         start = self.starting_position(self.context)

@@ -219,21 +219,6 @@ class SocotraEventsStream(SocotraStream, CursorStream):
     # One closed window per run, the same for every tenant and page.
     window_lag = END_LAG
 
-    def window_start(self, context: Context | None) -> datetime.datetime | None:
-        """The bookmark minus the lookback, never before `start_date`; None reads everything.
-
-        The SDK's starting timestamp is the later of the bookmark and `start_date` (just
-        `start_date` on a first run), so subtracting the lookback and flooring at
-        `start_date` covers every case.
-        """
-        starting = self.get_starting_timestamp(context)
-        if starting is None:
-            return None
-        start = starting - datetime.timedelta(minutes=self.settings["lookback_minutes"])
-        if self.start_date and start < self.start_date:
-            return self.start_date
-        return start
-
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         start = self.window_start(context)
         if start is not None and start >= self.window_end:
