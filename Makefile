@@ -7,11 +7,13 @@ DEMO_ARGS ?=
 
 .PHONY: install meltano demo test lint meltano-settings docs-settings clean
 
-# Reinstalled when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# Reinstalled when a pyproject.toml changes. The tap and the emulator (its own distribution,
+# in emulator/) in one pip command, so the tap's `emulator` extra resolves to this checkout.
+$(VENV)/.installed: pyproject.toml emulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-e '.[test]' -e ./emulator
 	touch $@
 
 install: $(VENV)/.installed

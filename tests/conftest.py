@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tap_events.emulator import start_emulator, tap_config
+from tap_events_emulator import start_emulator, tap_config
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from collections import OrderedDict
 
 from werkzeug.routing import Map, Rule
 
-from tap_events.emulator.base import EmulatedAPI, json_response, parse_time
+from tap_events_emulator.base import EmulatedAPI, json_response, parse_time
 
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import typing as t
 
-from tap_events.emulator.alpaca import AlpacaAPI
-from tap_events.emulator.app import EmulatorApp, EmulatorServer
-from tap_events.emulator.box import BoxAPI
-from tap_events.emulator.discue import DiscueAPI
-from tap_events.emulator.socotra import SocotraAPI
+from tap_events_emulator.alpaca import AlpacaAPI
+from tap_events_emulator.app import EmulatorApp, EmulatorServer
+from tap_events_emulator.box import BoxAPI
+from tap_events_emulator.discue import DiscueAPI
+from tap_events_emulator.socotra import SocotraAPI
 
 if t.TYPE_CHECKING:
-    from tap_events.emulator.base import EmulatedAPI
+    from tap_events_emulator.base import EmulatedAPI
 
 EMULATED_APIS: dict[str, type[EmulatedAPI]] = {
     "box": BoxAPI,
@@ -55,7 +55,7 @@ def start_emulator(
 
 def tap_config(server_url: str) -> dict[str, t.Any]:
     """A tap config pointing every API at the emulator, with the emulator's credentials."""
-    from tap_events.emulator import alpaca, box, discue, socotra
+    from tap_events_emulator import alpaca, box, discue, socotra
 
     return {
         "box": {

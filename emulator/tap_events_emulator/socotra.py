@@ -30,7 +30,7 @@ import orjson
 from werkzeug.routing import Map, Rule
 
 from tap_events import ulid
-from tap_events.emulator.base import (
+from tap_events_emulator.base import (
     EVENT_SPACING_SECONDS,
     EmulatedAPI,
     json_response,

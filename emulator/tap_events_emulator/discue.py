@@ -26,7 +26,7 @@ from http import HTTPStatus
 
 from werkzeug.routing import Map, Rule
 
-from tap_events.emulator.base import EmulatedAPI, json_response
+from tap_events_emulator.base import EmulatedAPI, json_response
 
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response

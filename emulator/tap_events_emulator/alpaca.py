@@ -33,14 +33,14 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
 
 from tap_events import ulid
-from tap_events.emulator.base import EmulatedAPI, json_response
+from tap_events_emulator.base import EmulatedAPI, json_response
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
     from werkzeug.wrappers import Request
 
-    from tap_events.emulator.app import Fault
+    from tap_events_emulator.app import Fault
 
 API_KEY = "emulator-alpaca-key"
 API_SECRET = "emulator-alpaca-secret"
