@@ -1,13 +1,17 @@
 """A local emulator of every API the tap reads, for tests, the demo and the benchmarks.
 
-`start_emulator()` runs it in a background thread; `tap-events-emulator` in the foreground.
-Adding an API: write its module beside `box.py`, then list its class in `EMULATED_APIS`.
+`start_emulator()` runs it in a background thread; `tap-events-emulator` in the foreground;
+`tap_config(server.url)` is a tap config pointing at it. The emulator is its own distribution
+(`emulator/pyproject.toml`): it imports the tap, the tap never imports it. Adding an API: write
+its module beside `box.py`, then list its class in `EMULATED_APIS` (docs/adding-an-api.md).
 """
 
 from __future__ import annotations
 
 import typing as t
+from urllib.parse import urlsplit
 
+from tap_events.sources import SOURCES
 from tap_events_emulator.alpaca import AlpacaAPI
 from tap_events_emulator.app import EmulatorApp, EmulatorServer
 from tap_events_emulator.box import BoxAPI
@@ -15,6 +19,7 @@ from tap_events_emulator.discue import DiscueAPI
 from tap_events_emulator.socotra import SocotraAPI
 
 if t.TYPE_CHECKING:
+    from tap_events.source import Source
     from tap_events_emulator.base import EmulatedAPI
 
 EMULATED_APIS: dict[str, type[EmulatedAPI]] = {
@@ -54,31 +59,33 @@ def start_emulator(
 
 
 def tap_config(server_url: str) -> dict[str, t.Any]:
-    """A tap config pointing every API at the emulator, with the emulator's credentials."""
-    from tap_events_emulator import alpaca, box, discue, socotra
+    """A tap config pointing every API the tap reads at the emulator at `server_url`.
 
-    return {
-        "box": {
-            "api_url": f"{server_url}/box/2.0",
-            "token_url": f"{server_url}/box/oauth2/token",
-            "client_id": box.CLIENT_ID,
-            "client_secret": box.CLIENT_SECRET,
-            "subject_type": "enterprise",
-            "subject_id": "12345",
-        },
-        "socotra": {
-            "api_url": f"{server_url}/socotra",
-            "token": socotra.TOKEN,
-            "tenant_locators": list(socotra.TENANTS),
-            "policy_locators": list(socotra.POLICY_LOCATORS),
-        },
-        "alpaca": {
-            "api_url": f"{server_url}/alpaca",
-            "api_key": alpaca.API_KEY,
-            "api_secret": alpaca.API_SECRET,
-        },
-        "discue": {
-            "api_url": f"{server_url}/discue/v1",
-            "api_key": discue.API_KEY,
-        },
-    }
+    Laid out by the tap's own sources (`tap_events.sources.SOURCES`), not by a copy of them:
+    one key per source; its URL settings (`*_url`) at the emulator's mount of the API, which
+    serves the real API's paths under `/<name>` (Box's default `https://api.box.com/2.0`
+    becomes `<server_url>/box/2.0`); then the values the emulated API answers to
+    (`EmulatedAPI.tap_settings`), which must be settings of that source and complete one of
+    its credential sets.
+    """
+    return {source.name: emulated_settings(source, f"{server_url}/{source.name}")
+            for source in SOURCES}
+
+
+def emulated_settings(source: Source, api_url: str) -> dict[str, t.Any]:
+    """`source`'s settings for the emulated API mounted at `api_url`."""
+    api = EMULATED_APIS.get(source.name)
+    if api is None:
+        raise LookupError(f"the tap reads {source.label} ({source.name!r}) but no emulated API "
+                          f"has that name: add one to EMULATED_APIS")
+    properties = {prop.name: prop for prop in source.properties}
+    unknown = sorted(set(api.tap_settings) - set(properties))
+    if unknown:
+        raise LookupError(f"{api.__name__}.tap_settings: {', '.join(unknown)} "
+                          f"not among the tap's {source.name} settings")
+    if not source.is_configured({source.name: api.tap_settings}):
+        raise LookupError(f"{api.__name__}.tap_settings: none of the tap's credential "
+                          f"sets is complete (set {source.credentials_hint()})")
+    urls = {name: api_url + urlsplit(prop.default or "").path.rstrip("/")
+            for name, prop in properties.items() if name.endswith("_url")}
+    return {**urls, **api.tap_settings}

@@ -87,6 +87,7 @@ class ParameterError(ValueError):
 
 class AlpacaAPI(EmulatedAPI):
     name = "alpaca"
+    tap_settings = {"api_key": API_KEY, "api_secret": API_SECRET}
     url_map = Map([Rule(feed.path, endpoint="events", methods=["GET"],
                         defaults={"path": feed.path}) for feed in FEEDS])
 

@@ -64,6 +64,8 @@ class BoxAPI(EmulatedAPI):
         Rule("/realtime/subscribe", endpoint="realtime", methods=["GET"]),
     ])
     fault_path = "/2.0/events"
+    tap_settings = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                    "subject_type": "enterprise", "subject_id": "12345"}
 
     #: Every this many pages of an at-least-once feed comes back at half size.
     SHORT_PAGE_EVERY = 5

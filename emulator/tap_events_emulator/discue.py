@@ -52,6 +52,7 @@ CATEGORY_NAMES = tuple(CATEGORIES)
 
 class DiscueAPI(EmulatedAPI):
     name = "discue"
+    tap_settings = {"api_key": API_KEY}
     url_map = Map([Rule("/v1/events", endpoint="events", methods=["GET"])])
 
     DEFAULT_LIMIT = 100

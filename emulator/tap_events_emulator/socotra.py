@@ -75,6 +75,8 @@ def iso_ms(milliseconds: int) -> str:
 
 class SocotraAPI(EmulatedAPI):
     name = "socotra"
+    tap_settings = {"token": TOKEN, "tenant_locators": list(TENANTS),
+                    "policy_locators": list(POLICY_LOCATORS)}
     url_map = Map([
         Rule("/event/<tenant>/events/list", endpoint="events_list", methods=["GET"]),
         Rule("/event/<tenant>/events/schedules/policy/<policy>", endpoint="scheduled_policy",
