@@ -95,6 +95,8 @@ class EventStream(sdk_internals.FastRecordPath):
         self._pages_done = 0
         #: Retention gaps found this run, reported as a failure once data and state are out.
         self._gaps: list[str] = []
+        #: Partitions that failed this run, each with its one-line reason (`get_records`).
+        self._partition_failures: list[str] = []
         self._extracted_at = sdk_internals.utc_now()
         self._extracted_until = 0.0
         if self.window_lag is not None:
@@ -195,7 +197,7 @@ class EventStream(sdk_internals.FastRecordPath):
             # hand to the target: the next run resumes here instead of re-reading the page.
             self.checkpoint()
         # A gap was logged when found; it fails the run only now, after what exists was loaded.
-        failures += self._gaps
+        failures += self._partition_failures + self._gaps
         if failures:
             self.run.record_failure(self.name, "; ".join(failures))
 
@@ -209,7 +211,25 @@ class EventStream(sdk_internals.FastRecordPath):
             yield from self.tail_records(context)
             return
         self.check_retention(context)
-        yield from super().get_records(context)
+        if context is None:
+            yield from super().get_records(context)
+            return
+        # One partition (a Socotra tenant) failing does not stop the others: it is one line
+        # naming it, its bookmark keeps what was emitted, and the run ends non-zero.
+        try:
+            yield from super().get_records(context)
+        except Exception as error:  # reported in one line; the run fails at its end
+            self._partition_failures.append(self.partition_failure(error, context))
+
+    def partition_failure(self, error: Exception, context: Context) -> str:
+        """One line for a failed partition, naming it; logged now."""
+        message = self.describe_failure(error)
+        label = ", ".join(f"{key} {value}" for key, value in context.items())
+        if not all(str(value) in message for value in context.values()):
+            message = f"{message} [{label}]"
+        self.logger.error("%s", message)
+        self.logger.debug("Traceback for '%s' [%s]", self.name, label, exc_info=True)
+        return message
 
     def tail_records(self, context: Context | None) -> t.Iterable[dict]:
         """New events while tailing (tap_events/tail.py).
@@ -465,9 +485,12 @@ class EventStream(sdk_internals.FastRecordPath):
     def send_page(self, prepared: requests.PreparedRequest, context: Context | None
                   ) -> requests.Response:
         """One try at one page: authenticate (a fresh token after a 401), send, classify."""
-        response = self.http.request(self.authenticator(prepared),
-                                  setting=self.setting_name(self.url_setting),
-                                  timeout=self.timeout, stream=not self.expects_json)
+        auth = self.authenticator
+        signed = auth(prepared)
+        response = self.http.request(signed, setting=self.setting_name(self.url_setting),
+                                     timeout=self.timeout, stream=not self.expects_json)
+        if isinstance(auth, ClientCredentials):
+            auth.answered(signed, response.status_code)
         sdk_internals.log_request_duration(self, response, context)
         self.validate_response(response)
         return response
@@ -643,14 +666,10 @@ class EventStream(sdk_internals.FastRecordPath):
     decode = staticmethod(decode)
 
     def retry_after_refresh(self, response: requests.Response) -> bool:
-        """Whether a 401 deserves a retry: with minted tokens, mint one new token, once per
-        stream and run."""
+        """Whether a 401 deserves a retry: with minted tokens, a new token for every 401 to
+        one the API accepted before; never for a token just minted (no loop)."""
         auth = self.authenticator
-        if isinstance(auth, ClientCredentials) and self.name not in auth.refreshed_for:
-            auth.refreshed_for.add(self.name)
-            auth.invalidate()
-            return True
-        return False
+        return isinstance(auth, ClientCredentials) and auth.refresh_after_401(response)
 
     def api_error_text(self, response: requests.Response) -> str:
         """The API's own words for an error response (none when they only repeat the HTTP

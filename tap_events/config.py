@@ -59,6 +59,8 @@ def settings_errors(config: Mapping[str, t.Any], sources: Iterable[Source]) -> l
     for source in sources:
         if not source.is_configured(config):
             continue
+        if source.settings_problems:
+            errors += source.settings_problems(source.settings(config))
         for key, value in source.settings(config).items():
             if key.endswith("_url") and isinstance(value, str) and not is_safe_url(value):
                 errors.append(

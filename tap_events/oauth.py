@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import datetime
 import typing as t
+from http import HTTPStatus
 
 from singer_sdk.authenticators import OAuthAuthenticator
+from singer_sdk.exceptions import RetriableAPIError
 
 from tap_events import sdk_internals
 from tap_events.errors import TapEventsError
-from tap_events.http import decode
+from tap_events.http import RETRIED_ERRORS, decode
+from tap_events.redact import redact
 
 if t.TYPE_CHECKING:
+    import requests
+
     from tap_events.http import HttpClient
 
 
@@ -42,8 +47,10 @@ class ClientCredentials(OAuthAuthenticator):
         super().__init__(auth_endpoint=token_url, client_id=client_id,
                          client_secret=client_secret,
                          default_expiration=self.DEFAULT_EXPIRATION_SECONDS)
-        #: Set when a 401 made the token be minted again (one retry per stream and run).
-        self.refreshed_for: set[str] = set()
+        #: Whether the API accepted the current token at least once: a 401 then means it
+        #: expired or was revoked (mint a new one and retry); a 401 to a token never accepted
+        #: means the credentials are wrong (fail: minting again would loop).
+        self.proven = False
 
     @property
     def oauth_request_body(self) -> dict:
@@ -62,14 +69,78 @@ class ClientCredentials(OAuthAuthenticator):
         age = (datetime.datetime.now(datetime.UTC) - self.last_refreshed).total_seconds()
         return age < self.expires_in - self.EARLY_REFRESH_SECONDS
 
-    def update_access_token(self) -> None:
-        """Mint a token: one POST to the token endpoint; the new token joins the run's secrets."""
-        self.logger.info("Requesting new access token")
-        requested = sdk_internals.utc_now()
+    # ----------------------------------------------------------------- the 401 policy
+
+    def answered(self, request: requests.PreparedRequest, status: int) -> None:
+        """Note the API's answer to a request this authenticator signed."""
+        if status != HTTPStatus.UNAUTHORIZED and self.token_of(request) == self.access_token:
+            self.proven = True
+
+    def refresh_after_401(self, response: requests.Response) -> bool:
+        """Whether a 401 is answered with a new token and one retry: yes for every 401 to a
+        token the API accepted before (any number per run), no for a token just minted."""
+        used = self.token_of(response.request) if response.request is not None else None
+        if used is not None and used != self.access_token and self.access_token:
+            return True  # another request minted a new token meanwhile: retry with it
+        if not self.proven:
+            return False
+        self.invalidate()
+        return True
+
+    @staticmethod
+    def token_of(request: requests.PreparedRequest) -> str | None:
+        header = request.headers.get("Authorization", "")
+        return header.removeprefix("Bearer ").strip() or None
+
+    # ----------------------------------------------------------------- minting
+
+    @property
+    def name(self) -> str:
+        """How retries of the token request are logged (`HttpClient.retrying`)."""
+        return f"{self.label} token request"
+
+    @property
+    def error_prefix(self) -> str:
+        return f"{self.label} token request failed: "
+
+    def api_error_text(self, response: requests.Response) -> str:
+        return response.text[:200].strip()
+
+    def error_hint(self, status: int) -> str:
+        return f"check {self.token_url_setting}; retried with back-off"
+
+    def retry_after_refresh(self, response: requests.Response) -> bool:
+        return False
+
+    def request_token(self) -> requests.Response:
+        """One try at the token request: 429, 5xx and a body that is not JSON are retried
+        (`HttpClient.check`), like every data request; the API refusing the credentials
+        is not."""
         request = self.http.prepare("POST", self.auth_endpoint, data=self.oauth_request_payload)
         response = self.http.request(request, setting=self.token_url_setting)
-        if not response.ok:
-            self.handle_error(content=response.text, status_code=response.status_code)
+        status = response.status_code
+        if HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR \
+                and status != HTTPStatus.TOO_MANY_REQUESTS:
+            self.handle_error(content=response.text, status_code=status)
+        self.http.check(response, self, setting=self.token_url_setting)
+        return response
+
+    def update_access_token(self) -> None:
+        """Mint a token through the API's HTTP client and its retry policy (429, 5xx,
+        connection errors, `max_retries`); failures name the token URL's setting. The new
+        token joins the run's secrets."""
+        self.logger.info("Requesting new access token")
+        requested = sdk_internals.utc_now()
+        try:
+            response = self.http.retrying(self.request_token, self)()
+        except RETRIED_ERRORS as error:
+            what = str(error) if isinstance(error, RetriableAPIError) \
+                else f"{type(error).__name__}: {error}"
+            raise TapEventsError(
+                f"{self.error_prefix}gave up after {self.http.max_tries} tries: "
+                f"{redact(what.removeprefix(self.error_prefix), self.http.secrets)} "
+                f"(check {self.token_url_setting} and the network)".replace("\n", " ")
+            ) from None
         try:
             body = decode(response.content)
             token = str(body["access_token"])
@@ -79,6 +150,7 @@ class ClientCredentials(OAuthAuthenticator):
                 f"access_token ({type(error).__name__}) (check {self.token_url_setting})"
             ) from None
         self.access_token = token
+        self.proven = False
         self.http.secrets.append(token)
         expiration = body.get("expires_in", self.DEFAULT_EXPIRATION_SECONDS)
         self.expires_in = int(expiration) if expiration else None

@@ -45,6 +45,9 @@ class Source:
     #: Secret values computed from the settings (an HTTP Basic token is base64 of
     #: `key:secret`), so they are redacted like the secret settings themselves.
     derived_secrets: t.Callable[[t.Mapping[str, t.Any]], t.Iterable[str]] | None = None
+    #: What the JSON schema cannot say about this API's settings (a setting required only
+    #: with another), one line each; checked with the config, before any request.
+    settings_problems: t.Callable[[t.Mapping[str, t.Any]], t.Iterable[str]] | None = None
 
     @property
     def config_property(self) -> th.Property:

@@ -14,6 +14,8 @@ import time
 import pytest
 
 from tap_events import ulid
+from tap_events_emulator import start_emulator
+from tap_events_emulator.socotra import TENANTS as SOCOTRA_TENANTS
 from tests.hostile import Answer, HostileServer, Seen
 from tests.reliability import one_api_config
 from tests.support import discover, log_lines, run_tap, select_streams
@@ -306,3 +308,98 @@ def test_a_bookmark_of_another_feed_is_not_sent(emulator):
     assert len(set(second.ids("box_enterprise_events"))) == \
         emulator.stream_counts()["box_enterprise_events"]
     assert any("does not fit this feed" in line for line in log_lines(second, "WARNING"))
+
+
+# ------------------------------------------------------------------------------ partitions
+
+
+def test_a_tenant_the_token_cannot_read_does_not_stop_the_others(emulator):
+    """The first tenant answers 403: one line naming it and the status; the second tenant
+    loads everything with its bookmark; the run exits non-zero at the end."""
+    first_tenant, second_tenant = SOCOTRA_TENANTS
+    emulator.inject("socotra", "status", path=f"/event/{first_tenant}/", status=403,
+                    times=1000, body={"title": "Forbidden", "status": 403})
+    run = run_tap(one_api_config(emulator.url, "socotra"), streams=["socotra_events"])
+    assert run.returncode == 1, run.stderr
+    errors = [line for line in log_lines(run, "ERROR") if first_tenant in line]
+    assert errors and all("403" in line for line in errors), run.stderr
+    assert "Traceback" not in run.stderr
+    records = run.records("socotra_events")
+    assert {r["tenant_locator"] for r in records} == {second_tenant}
+    expected = emulator.app.apis["socotra"].tenant_counts()[second_tenant]
+    assert len({r["locator"] for r in records}) == expected
+    partitions = run.bookmark("socotra_events")["partitions"]
+    done = [p for p in partitions if p["context"]["tenant_locator"] == second_tenant]
+    assert done and done[0]["replication_key_value"] == records[-1]["timestamp"]
+
+
+# ------------------------------------------------------------------------------ Box tokens
+
+
+def box_token_requests(emulator) -> int:
+    return sum(1 for r in emulator.requests("box") if r["path"] == "/oauth2/token")
+
+
+def test_every_401_gets_a_new_token_and_one_retry():
+    """Box refuses each token after 3 requests: a long run meets many 401s, each answered
+    with a new token and one retry; every event arrives once."""
+    server = start_emulator(events=1200, seed=3, options={"box": {"token_requests": 3}})
+    try:
+        config = one_api_config(server.url, "box", settings={"page_size": 100})
+        run = run_tap(config, streams=["box_events"])
+        assert run.returncode == 0, run.stderr
+        ids = run.ids("box_events")
+        assert len(ids) == len(set(ids)) == 1200
+        assert box_token_requests(server) >= 5
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("after", [0, 2], ids=["first-request", "mid-run"])
+def test_a_401_right_after_a_fresh_token_fails_without_a_loop(emulator, after):
+    emulator.inject("box", "status", path="/2.0/events", status=401, after=after, times=1000,
+                    body={"type": "error", "status": 401, "code": "unauthorized",
+                          "message": "Unauthorized"})
+    run = run_tap(one_api_config(emulator.url, "box", settings={"page_size": 100}),
+                  streams=["box_events"])
+    assert run.returncode == 1, run.stderr
+    assert box_token_requests(emulator) == (1 if after == 0 else 2)
+    assert any("stream 'box_events': HTTP 401" in line for line in log_lines(run, "ERROR"))
+    assert "Traceback" not in run.stderr
+
+
+def test_the_token_endpoint_is_retried_like_any_request(emulator):
+    emulator.inject("box", "status", path="/oauth2/token", status=503, times=2,
+                    headers={"Retry-After": "0"}, body={"error": "temporarily_unavailable"})
+    run = run_tap(one_api_config(emulator.url, "box"), streams=["box_events"])
+    assert run.returncode == 0, run.stderr
+    assert len(set(run.ids("box_events"))) == emulator.stream_counts()["box_events"]
+    # The two 503s were the emulator's faults (not logged by the API); one token was minted.
+    assert box_token_requests(emulator) == 1
+    retries = [line for line in log_lines(run, "WARNING") if "Box token request: retry" in line]
+    assert len(retries) == 2 and "HTTP 503" in retries[0], run.stderr
+
+
+def test_a_dead_token_url_is_named_as_the_setting_to_check(emulator):
+    dead = HostileServer(lambda seen: Answer())
+    url = dead.url
+    dead.stop()  # nothing listens there any more: connections are refused
+    config = one_api_config(emulator.url, "box", max_retries=2,
+                            settings={"token_url": f"{url}/oauth2/token"})
+    run = run_tap(config, streams=["box_events"])
+    assert run.returncode == 1, run.stderr
+    errors = log_lines(run, "ERROR")
+    assert any("box.token_url" in line and "box.api_url" not in line
+               for line in errors), run.stderr
+    assert "Traceback" not in run.stderr
+    assert emulator.requests("box") == []
+
+
+def test_client_credentials_without_subject_id_fail_before_any_request(emulator):
+    config = one_api_config(emulator.url, "box")
+    del config["box"]["subject_id"]
+    run = run_tap(config)
+    assert run.returncode != 0
+    assert "box.subject_id" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert emulator.requests("box") == []

@@ -75,14 +75,17 @@ class BoxAPI(EmulatedAPI):
     #: Realtime channels remembered (with their poll counts); older ones are forgotten.
     CHANNELS_KEPT = 1000
 
-    def __init__(self, *, events: int, seed: int, token_ttl: int = 3600,
+    def __init__(self, *, events: int, seed: int, token_ttl: int = 3600, token_requests: int = 0,
                  realtime_timeout: float = 600.0, retry_timeout: int = 610,
                  max_retries: int = 10, **kwargs: t.Any) -> None:
         super().__init__(events=events, seed=seed, **kwargs)
         self.user_count = events
         self.enterprise_count = events
         self.token_ttl = token_ttl
+        #: Requests each minted token serves before Box refuses it (0: no limit).
+        self.token_requests = token_requests
         self.tokens: dict[str, float] = {}
+        self.token_uses: dict[str, int] = {}
         #: Seconds a long poll waits for an event before answering `reconnect`.
         self.realtime_timeout = realtime_timeout
         #: Advertised by OPTIONS: the client's read timeout and polls per channel.
@@ -218,7 +221,16 @@ class BoxAPI(EmulatedAPI):
         if token == DEVELOPER_TOKEN:
             return True
         expires = self.tokens.get(token)
-        return expires is not None and expires > time.time()
+        if expires is None or expires <= time.time():
+            return False
+        with self.lock:
+            self.token_uses[token] = self.token_uses.get(token, 0) + 1
+            # Box revokes tokens for reasons of its own (an admin, a rotated secret): after
+            # `token_requests` requests this one is refused, as an expired one would be.
+            if self.token_requests and self.token_uses[token] > self.token_requests:
+                del self.tokens[token]
+                return False
+        return True
 
     def token(self, request: Request) -> Response:
         form = request.form
@@ -232,8 +244,12 @@ class BoxAPI(EmulatedAPI):
         if form.get("box_subject_type") not in ("enterprise", "user"):
             return json_response({"error": "invalid_request",
                                   "error_description": "Invalid box_subject_type"}, 400)
+        if not form.get("box_subject_id"):
+            return json_response({"error": "invalid_request",
+                                  "error_description": "Missing box_subject_id"}, 400)
         token = "minted-" + secrets.token_hex(12)
         self.tokens[token] = time.time() + self.token_ttl
+        self.token_uses[token] = 0
         return json_response({"access_token": token, "expires_in": self.token_ttl,
                               "token_type": "bearer", "restricted_to": []})
 

@@ -417,6 +417,16 @@ def event_time(event: t.Any) -> datetime.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
+def settings_problems(settings: Mapping[str, t.Any]) -> list[str]:
+    """Client credentials mint a token for one subject, which Box must be told."""
+    if settings.get("access_token") or not settings.get("client_id") \
+            or settings.get("subject_id"):
+        return []
+    return ["box.subject_id is required with box.client_id and box.client_secret: the "
+            "enterprise ID (box.subject_type enterprise) or the user ID (user) the token "
+            "acts as"]
+
+
 def authenticator(settings: Mapping[str, t.Any], http: HttpClient
                   ) -> BearerTokenAuthenticator | BoxClientCredentials:
     """A developer token as given, else tokens minted from the client credentials."""
@@ -432,4 +442,5 @@ SOURCE = Source(
     credential_sets=(("access_token",), ("client_id", "client_secret")),
     authenticator=authenticator,
     streams=(BoxEventsStream, BoxEnterpriseEventsStream),
+    settings_problems=settings_problems,
 )
