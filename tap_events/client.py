@@ -116,7 +116,9 @@ class EventStream(sdk_internals.FastRecordPath):
         `created_at` on a feed paged by position writes a bookmark the API refuses.
         """
         super().apply_catalog(catalog)
-        self.replication_key = type(self).replication_key
+        declared = type(self).replication_key
+        # A stream without a key of its own inherits the SDK's property: none.
+        self.replication_key = None if isinstance(declared, property) else declared
 
     # ----------------------------------------------------------------- settings
 
