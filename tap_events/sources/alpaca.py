@@ -2,9 +2,14 @@
 
 Facts this module relies on (../shared/apis/alpaca.md):
 - each stream is one long `GET` answering `text/event-stream`; it ends (HTTP 200, clean close)
-  only when an `until*` bound is reached, so every request here carries `since` and `until`
-  (`until` needs `since`; `since` and `since_id` exclude each other: the tap only ever sends
-  the documented time pair, never a synthetic id bound the real API may refuse);
+  only when an `until*` bound is reached, so every request here carries a lower and an upper
+  bound of one kind: `since`/`until` (`until` needs `since`; `since` and `since_id` exclude
+  each other) or, where a time pair would lose events, the id pair (`since_id`/`until_id`, on
+  v1 `since_ulid`/`until_ulid`; the integer v1 `since_id` is deprecated and never sent);
+- `since`/`until` filter on the business time `at`: the Activity stream's backfilled
+  activities arrive late, at the end of the id sequence, with their original `at`, so that
+  stream (and the v1 streams, whose ids are the documented cursor) is read by id, the upper
+  id bound being the greatest ULID of the run's end time;
 - ids are ULIDs, which sort as strings in time order, but delivery is ordered only per account
   and within a millisecond the random part decides: the bookmark is the *greatest* id emitted,
   and reads restart `lookback_minutes` before it, dropping what was already emitted;
@@ -92,7 +97,7 @@ SUBJECT = th.ObjectType(
 def event_schema(id_field: str, *properties: th.Property) -> dict:
     return th.PropertiesList(
         th.Property(id_field, th.StringType, required=True,
-                    description="The event's ULID; the primary key."),
+                    description="The event's ULID (the cursor)."),
         th.Property("at", th.DateTimeType),
         *properties,
         th.Property(CURSOR_FIELD, th.StringType,
@@ -167,6 +172,80 @@ FUNDING_STATUS_SCHEMA = event_schema(
     th.Property("status_to", th.StringType),
 )
 
+ACTIVITY_SCHEMA = event_schema(
+    "event_id",
+    th.Property("ref_id", th.StringType, required=True,
+                description="The activity's stable id, the primary key: a redelivery "
+                "repeats it under a new event_id."),
+    th.Property("previous_id", th.StringType,
+                description="The ref_id of the activity this one corrects or cancels."),
+    th.Property("account_id", th.StringType),
+    th.Property("activity_type", th.StringType),
+    th.Property("activity_subtype", th.StringType),
+    th.Property("status", th.StringType),
+    th.Property("executed_at", th.DateTimeType),
+    # A date, though one of Alpaca's samples sends a date-time: kept as sent.
+    th.Property("settle_date", th.StringType),
+    th.Property("qty", th.StringType),
+    th.Property("price", th.StringType),
+    th.Property("net_amount", th.StringType),
+    th.Property("currency", th.StringType),
+    th.Property("swap_rate", th.StringType),
+    th.Property("swap_fee_bps", th.StringType),
+    th.Property("details", th.ObjectType(additional_properties=True),
+                description="Fields of the activity type, kept whole as JSON: Alpaca adds "
+                "activity types every month."),
+)
+
+NTA_SCHEMA = event_schema(
+    "event_ulid",
+    th.Property("event_id", th.IntegerType, description="Legacy integer id."),
+    th.Property("id", th.StringType, description="The activity's id."),
+    th.Property("account_id", th.StringType),
+    th.Property("entry_type", th.StringType),
+    th.Property("entry_sub_type", th.StringType),
+    th.Property("status", th.StringType),
+    th.Property("symbol", th.StringType),
+    th.Property("cusip", th.StringType),
+    th.Property("qty", th.NumberType),
+    th.Property("price", th.NumberType),
+    th.Property("net_amount", th.NumberType),
+    th.Property("per_share_amount", th.NumberType),
+    th.Property("swap_rate", th.NumberType),
+    th.Property("execution_id", th.StringType),
+    th.Property("group_id", th.StringType),
+    th.Property("description", th.StringType),
+    th.Property("settle_date", th.StringType),
+    th.Property("system_date", th.StringType),
+)
+
+TRANSFER_STATUS_SCHEMA = event_schema(
+    "event_ulid",
+    th.Property("event_id", th.IntegerType, description="Legacy integer id."),
+    th.Property("account_id", th.StringType),
+    th.Property("transfer_id", th.StringType),
+    th.Property("status_from", th.StringType),
+    th.Property("status_to", th.StringType),
+)
+
+SYSTEM_SCHEMA = event_schema(
+    "event_id",
+    th.Property("type", th.StringType),
+    th.Property("system_date", th.StringType),
+    th.Property("description", th.StringType),
+)
+
+IPO_SCHEMA = event_schema(
+    "event_id",
+    th.Property("verb", th.StringType),
+    th.Property("offering_reference", th.StringType),
+    th.Property("received_at", th.DateTimeType),
+    th.Property("account_id", th.StringType, description="Allocation events only."),
+    th.Property("correspondent", th.StringType, description="Allocation events only."),
+    th.Property("payload", th.ObjectType(additional_properties=True),
+                description="Fields of the verb, kept whole (none on a cancellation)."),
+)
+
 # ------------------------------------------------------------------------------ streams
 
 
@@ -200,6 +279,9 @@ class AlpacaStream(EventStream):
     """One Broker SSE endpoint: subclasses name the path, the id field and the schema."""
 
     id_field: t.ClassVar[str] = "event_id"
+    #: The query parameters of a read's lower and upper bound: the business-time pair, or
+    #: the ULID pair (`since_id`/`until_id`; on v1 `since_ulid`/`until_ulid`).
+    bound_parameters: t.ClassVar[tuple[str, str]] = ("since", "until")
     replication_key = CURSOR_FIELD
     # The cursor field only grows (it is a running maximum), so every STATE is a resume point.
     is_sorted = True
@@ -259,17 +341,26 @@ class AlpacaStream(EventStream):
 
     def get_url_params(self, context: Context | None, next_page_token: Connection | None
                        ) -> dict[str, t.Any]:
-        """`since` and `until`, always both: without `until` the server never closes.
+        """A lower and an upper bound, always both: without one the server never closes.
 
-        Except while tailing, where not closing is the point: `since` alone.
+        Except while tailing, where not closing is the point: the lower bound alone.
         """
         if next_page_token is None:
             self.start_run(context)
         since = next_page_token.since if next_page_token else self.read_from()
+        lower, upper = self.bound_parameters
         if self.tail is not None:
-            return {"since": rfc3339(since)}
+            return {lower: self.bound(since, lowest=True)}
         assert self._until is not None
-        return {"since": rfc3339(since), "until": rfc3339(self._until)}
+        return {lower: self.bound(since, lowest=True),
+                upper: self.bound(self._until, lowest=False)}
+
+    def bound(self, moment: datetime.datetime, *, lowest: bool) -> str:
+        """A bound as this stream sends it: a time, or the lowest (greatest) ULID of its
+        millisecond, so that the bound takes in every event of that millisecond."""
+        if self.bound_parameters[0] == "since":
+            return rfc3339(moment)
+        return ulid.encode(ulid.milliseconds(moment), 0 if lowest else ulid.MAX_RANDOMNESS)
 
     def start_run(self, context: Context | None) -> None:
         """Fix this run's upper bound and read the bookmark (ULIDs only: with no bookmark the
@@ -356,11 +447,22 @@ class AlpacaStream(EventStream):
                 f"'{self.id_field}': {str(event)[:120]}"
             )
         event_id = event_id.upper()
-        if self.seen_before(event_id):
+        key = event_id if self.primary_keys == [self.id_field] else self.key_of(event)
+        if self.seen_before(key):
             return False
         self._newest = max(self._newest or event_id, event_id)
         event[CURSOR_FIELD] = self._newest
         return True
+
+    def key_of(self, event: dict) -> str:
+        """The primary key of an event keyed on a business id (an activity's `ref_id`)."""
+        key = event.get(self.primary_keys[0])
+        if not isinstance(key, str) or not key:
+            raise TapEventsError(
+                f"{self.source.label} stream '{self.name}': an event without "
+                f"'{self.primary_keys[0]}': {str(event)[:120]}"
+            )
+        return key
 
     def read_comment(self, text: str) -> str | None:
         """Why a comment means "reconnect", or None for a heartbeat or anything else."""
@@ -441,6 +543,53 @@ class AlpacaFundingStatusEventsStream(AlpacaStream):
     schema = FUNDING_STATUS_SCHEMA
 
 
+class AlpacaActivityEventsStream(AlpacaStream):
+    """Every financial state change, keyed on `ref_id`, read by id: a time pair would skip
+    the backfilled activities that arrive late with their original `at`."""
+
+    name = "alpaca_activity_events"
+    path = "/v2beta1/events/activities"
+    primary_keys: t.ClassVar[list[str]] = ["ref_id"]
+    bound_parameters = ("since_id", "until_id")
+    schema = ACTIVITY_SCHEMA
+
+
+class AlpacaNtaEventsStream(AlpacaStream):
+    """Legacy non-trade activities (before 2026-02-11, or partners not yet migrated)."""
+
+    name = "alpaca_nta_events"
+    path = "/v1/events/nta"
+    id_field = "event_ulid"
+    primary_keys: t.ClassVar[list[str]] = ["event_ulid"]
+    bound_parameters = ("since_ulid", "until_ulid")
+    schema = NTA_SCHEMA
+
+
+class AlpacaTransferStatusEventsStream(AlpacaStream):
+    """Legacy transfer statuses (deprecated by Alpaca in favour of funding status)."""
+
+    name = "alpaca_transfer_status_events"
+    path = "/v1/events/transfers/status"
+    id_field = "event_ulid"
+    primary_keys: t.ClassVar[list[str]] = ["event_ulid"]
+    bound_parameters = ("since_ulid", "until_ulid")
+    schema = TRANSFER_STATUS_SCHEMA
+
+
+class AlpacaSystemEventsStream(AlpacaStream):
+    name = "alpaca_system_events"
+    path = "/v2/events/system"
+    primary_keys: t.ClassVar[list[str]] = ["event_id"]
+    schema = SYSTEM_SCHEMA
+
+
+class AlpacaIpoEventsStream(AlpacaStream):
+    name = "alpaca_ipo_events"
+    path = "/v2/events/ipos"
+    primary_keys: t.ClassVar[list[str]] = ["event_id"]
+    schema = IPO_SCHEMA
+
+
 def rfc3339(moment: datetime.datetime) -> str:
     """UTC with `Z`: no `+` offset that would need URL-encoding."""
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -459,6 +608,8 @@ SOURCE = Source(
     credential_sets=(("api_key", "api_secret"),),
     streams=(AlpacaAdminActionEventsStream, AlpacaTradeEventsStream,
              AlpacaAccountStatusEventsStream, AlpacaJournalStatusEventsStream,
-             AlpacaFundingStatusEventsStream),
+             AlpacaFundingStatusEventsStream, AlpacaActivityEventsStream,
+             AlpacaNtaEventsStream, AlpacaTransferStatusEventsStream, AlpacaSystemEventsStream,
+             AlpacaIpoEventsStream),
     derived_secrets=credentials_secrets,
 )
