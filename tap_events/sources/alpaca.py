@@ -8,15 +8,16 @@ Facts this module relies on (../shared/apis/alpaca.md):
   v1 `since_ulid`/`until_ulid`; the integer v1 `since_id` is deprecated and never sent);
 - `since`/`until` filter on the business time `at`: the Activity stream's backfilled
   activities arrive late, at the end of the id sequence, with their original `at`, so that
-  stream (and the v1 streams, whose ids are the documented cursor) is read by id, the upper
-  id bound being the greatest ULID of the run's end time;
+  stream is read by id (as are the NTA and transfer streams: `event_ulid` is the cursor Alpaca
+  documents for v1), the upper id bound being the greatest ULID of the run's end time;
 - ids are ULIDs, which sort as strings in time order, but delivery is ordered only per account
   and within a millisecond the random part decides: the bookmark is the *greatest* id emitted,
   and reads restart `lookback_minutes` before it, dropping what was already emitted;
 - comment lines carry meaning: `: you are reading too slowly, dropped N messages` (events were
   lost: re-read), `: internal server error` (the server is closing: re-read after back-off),
   `:heartbeat` (keep-alive, which resets the idle timer);
-- a `data:` payload may be one event or a list of them (admin actions), and may span lines.
+- a `data:` payload may be one event or a list of them (admin actions, IPO events), and may
+  span lines; `id:`, `event:` and `retry:` fields may come too, but the cursor is the JSON id.
 
 How it sits on the SDK: one SSE connection is one "page". The session streams (`stream=True`),
 so `validate_response` sees the status before any body is read and the SDK's authenticator,
@@ -26,8 +27,9 @@ event emitted; the SDK ends the stream at the first connection with nothing new 
 cleanly. A connection cut short (the comments above, a dropped socket, silence past the idle
 timeout) asks for another connection even when it brought nothing, within the retry budget.
 
-Tail mode (tap_events/tail.py) is the one place a request goes out without `until`: once the
-stream has caught up, one connection stays open and each event is emitted as it arrives; a
+Tail mode (tap_events/tail.py) is the one place a request goes out without an upper bound
+(the lower bound keeps its kind: on the Activity stream only `since_id` may stay open): once
+the stream has caught up, one connection stays open and each event is emitted as it arrives; a
 drop, an internal-error comment, idle silence or even a clean close reconnects from the newest
 event emitted (less `lookback_minutes`), and the connection ends with the tail's budget (its
 read timeout never outlasts it).
@@ -297,8 +299,8 @@ class AlpacaStream(EventStream):
         "live keys differ)",
         HTTPStatus.FORBIDDEN: "check alpaca.api_key and alpaca.api_secret (sandbox and "
         "live keys differ)",
-        HTTPStatus.BAD_REQUEST: "Alpaca refused the since/until bounds: check start_date "
-        "and this stream's bookmark in the state",
+        HTTPStatus.BAD_REQUEST: "Alpaca refused the bounds (since/until or their id "
+        "forms): check start_date and this stream's bookmark in the state",
     }
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
