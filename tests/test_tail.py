@@ -286,7 +286,7 @@ def test_state_is_written_at_least_every_tail_state_seconds(make_emulator):
     tap.wait_for(lambda: unbounded(emulator, TRADES))
     listening = time.monotonic()
     for _ in range(12):
-        emulator.add_events("alpaca", 5)
+        emulator.add_events("alpaca", len(FEEDS))  # one per stream
         time.sleep(0.2)
     run = tap.wait(timeout=30)
     assert run.returncode == 0, run.stderr
