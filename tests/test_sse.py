@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tap_events import sse, ulid
 from tap_events.sse import Comment, Event
 
-SAMPLE = Path("/work/shared/apis/alpaca_admin_action_event.sse")
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "apis" / "alpaca_admin_action_event.sse"
 
 
 def parse(*chunks: bytes) -> list[Event | Comment]:
@@ -58,6 +58,14 @@ def test_id_persists_across_events_and_event_type_resets():
     body = b"id: 7\nevent: update\ndata: a\n\ndata: b\n\nid\ndata: c\n\n"
     assert parse(body) == [Event("a", "update", "7"), Event("b", "message", "7"),
                            Event("c", "message", "")]
+
+
+def test_a_data_less_block_dispatches_nothing_and_its_fields_carry_over():
+    """Alpaca's Java SDK keeps the `id:` of blocks without data; the tap reads the cursor from
+    the JSON, but the grammar must still parse (system events are sent this way)."""
+    body = (b"retry: 3000\nid: 41\nevent: eod_balances_ready\n\n"
+            b"id: 42\nevent: eod_positions_ready\ndata: [{\"event_id\": \"X\"}]\n\n")
+    assert parse(body) == [Event('[{"event_id": "X"}]', "eod_positions_ready", "42", 3000)]
 
 
 def test_field_rules_from_the_spec():
