@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import sys
 import typing as t
@@ -124,6 +126,11 @@ class TapEvents(sdk_internals.TerminationHook):
     def record_failure(self, stream_name: str, message: str) -> None:
         self.run.record_failure(stream_name, message)
 
+    @classmethod
+    def invoke(cls, *, state: t.IO[str] | None = None, **kwargs: t.Any) -> None:  # type: ignore[override]
+        """The SDK's command line, with the state file checked first (`readable_state`)."""
+        super().invoke(state=None if state is None else readable_state(state), **kwargs)
+
     def load_state(self, state: dict[str, t.Any]) -> None:
         """The SDK's merge of the state, for the entries it can read; what it cannot read
         (odd shapes) is kept as a problem, reported before any request (`check_state`)."""
@@ -226,6 +233,23 @@ class TapEvents(sdk_internals.TerminationHook):
             if status:
                 self.record_failure(labels[api], f"its process ended with status {status} "
                                     "(its error is logged above)")
+
+
+def readable_state(file: t.IO[str]) -> t.IO[str]:
+    """The state file, checked to be JSON before the SDK reads it: one line naming the file
+    and exit 1 when it is not, before any request; never a traceback, never a silent restart
+    from the beginning."""
+    name = getattr(file, "name", "given with --state")
+    try:
+        text = file.read()
+        if not isinstance(json.loads(text), dict):
+            raise ValueError("not a JSON object with 'bookmarks'")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        logging.getLogger(TapEvents.name).error(
+            "The state file %s cannot be read: %s (fix it, or run without --state to start "
+            "over)", name, str(error).replace("\n", " ")[:200])
+        sys.exit(1)
+    return io.StringIO(text)
 
 
 def can_fork_output() -> bool:

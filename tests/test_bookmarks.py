@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import subprocess
 import time
 
 import pytest
@@ -18,7 +19,14 @@ from tap_events_emulator import start_emulator
 from tap_events_emulator.socotra import TENANTS as SOCOTRA_TENANTS
 from tests.hostile import Answer, HostileServer, Seen
 from tests.reliability import one_api_config
-from tests.support import discover, log_lines, run_tap, select_streams
+from tests.support import (
+    clean_env,
+    discover,
+    log_lines,
+    run_tap,
+    select_streams,
+    tap_command,
+)
 
 # ------------------------------------------------------------------------------ Retry-After
 
@@ -403,3 +411,20 @@ def test_client_credentials_without_subject_id_fail_before_any_request(emulator)
     assert "box.subject_id" in run.stderr
     assert "Traceback" not in run.stderr
     assert emulator.requests("box") == []
+
+
+# ------------------------------------------------------------------------------ state files
+
+
+@pytest.mark.parametrize("content", [b'{"bookmarks": {', b"\xff\xfe{}", b'["discue_events"]'],
+                         ids=["cut-short", "not-utf8", "a-list"])
+def test_an_unreadable_state_file_is_one_line_before_any_request(emulator, tmp_path, content):
+    command = tap_command(tmp_path, one_api_config(emulator.url, "discue"), state={})
+    (tmp_path / "state.json").write_bytes(content)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, env=clean_env())
+    assert run.returncode == 1, run.stderr
+    errors = [line for line in run.stderr.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1 and "state.json cannot be read" in errors[0], run.stderr
+    assert "Traceback" not in run.stderr
+    assert emulator.requests("discue") == []
+    assert '"RECORD"' not in run.stdout
