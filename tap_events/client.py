@@ -331,10 +331,12 @@ class EventStream(sdk_internals.FastRecordPath):
             return self.window_end
         return self.run_started
 
-    @cached_property
+    @property
     def run_started(self) -> datetime.datetime:
-        """When this run started (the tap's clock, as the SDK stamps it)."""
-        return datetime.datetime.fromtimestamp(self._tap.initialized_at / 1000, datetime.UTC)
+        """When this run started; while tailing (events arrive as the tail listens), now."""
+        if self.tail is not None:
+            return datetime.datetime.now(datetime.UTC)
+        return self.run.started
 
     #: Values this far past the bound are named in a warning (closer ones are events of the
     #: run itself, which the next run simply reads again).
