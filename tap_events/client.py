@@ -31,6 +31,7 @@ from singer_sdk.pagination import SinglePagePaginator
 
 from tap_events import retention
 from tap_events.redact import redact
+from tap_events.timestamps import UtcTimestamps
 from tap_events.writer import BufferedRecordWriter
 
 if t.TYPE_CHECKING:
@@ -568,9 +569,11 @@ class EventStream(RESTStream):
         only when the catalog deselects something (the SDK walks every record, 10 % of its
         per-record time); no type conformance (TYPE_CONFORMANCE_LEVEL); no `RecordMessage`
         object and `to_dict` per record: the writer encodes the line directly, with
-        `time_extracted` taken once a second instead of once a record.
+        `time_extracted` taken once a second instead of once a record. Added: top-level
+        date-times are rewritten in UTC (`timestamps`), before the SDK bookmarks the record.
         """
         self.check_keys(record)
+        self.timestamps.convert(record)
         writer = self._tap.message_writer
         if not isinstance(writer, BufferedRecordWriter):
             super()._write_record_message(record)
@@ -585,6 +588,13 @@ class EventStream(RESTStream):
                     stream_map.stream_alias, mapped, self._stream_version, extracted
                 )
         self.state_manager.is_flushed = False
+
+    @cached_property
+    def timestamps(self) -> UtcTimestamps:
+        """Top-level date-times to UTC (tap_events/timestamps.py), before the record is
+        written and before it moves a date-time bookmark."""
+        return UtcTimestamps(self.schema, f"{self.source.label} stream '{self.name}'",
+                             self.logger)
 
     def _process_record(
         self,
