@@ -293,11 +293,6 @@ def catalog() -> dict[str, dict[str, t.Any]]:
     return {s["tap_stream_id"]: s for s in json.loads(out.stdout)["streams"]}
 
 
-def primary_keys() -> dict[str, list[str]]:
-    """Every stream the tap discovers, with its primary key."""
-    return {name: entry.get("key_properties") or [] for name, entry in catalog().items()}
-
-
 if __name__ == "__main__":
     # `make meltano`: install Meltano and the plugins, for running jobs by hand.
     try:
