@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import os
 import re
@@ -38,6 +39,8 @@ MELTANO_VENV = ROOT / ".venv-meltano"
 MELTANO = MELTANO_VENV / "bin" / "meltano"
 #: Kept in step with `requires_meltano` in meltano.yml.
 MELTANO_REQUIREMENT = "meltano>=4.4,<5"
+#: The versions of Meltano and its dependencies, pinned by `make lock` (scripts/lock.py).
+MELTANO_CONSTRAINTS = ROOT / "requirements" / "meltano.txt"
 JOB = ("tap-events", "target-postgres")
 #: The embedded server's default `timezone`: not UTC (+05:30), as on many warehouses, so a
 #: loader session left in the server's zone would store every time 5 h 30 off. meltano.yml
@@ -60,10 +63,24 @@ def ensure_meltano(say: t.Callable[[str], None] = print) -> float:
         say(f"creating {MELTANO_VENV.name} with {MELTANO_REQUIREMENT} ...")
         step([sys.executable, "-m", "venv", str(MELTANO_VENV)], "creating .venv-meltano")
         step([str(MELTANO_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
-              "--disable-pip-version-check", MELTANO_REQUIREMENT], "pip install meltano")
+              "--disable-pip-version-check", "--constraint", str(MELTANO_CONSTRAINTS),
+              MELTANO_REQUIREMENT], "pip install meltano")
     say("meltano install (tap-events, target-postgres) ...")
     step([str(MELTANO), "install"], "meltano install", env=meltano_env({}))
     return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def meltano_project_lock() -> Iterator[None]:
+    """Exclusive use of this checkout's Meltano project across processes (parallel test
+    workers): `meltano install` rewrites the plugin virtualenvs a running job uses."""
+    MELTANO_VENV.parent.joinpath(".meltano").mkdir(exist_ok=True)
+    with open(MELTANO_VENV.parent / ".meltano" / "project.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def meltano_env(overrides: Mapping[str, str]) -> dict[str, str]:

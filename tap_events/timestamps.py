@@ -50,7 +50,7 @@ def utc_text(value: str) -> str | None:
             # between the seconds and the `Z` is `.digits`.
             return value
     elif (marks[:5] == "--T::" and value[-3] == ":" and value[-6] in "+-"
-          and (marks[5] in "+-" and len(value) == 25 or marks[5] == "." and len(value) > 26)):
+          and ((marks[5] in "+-" and len(value) == 25) or (marks[5] == "." and len(value) > 26))):
         # RFC 3339 with an offset, which is whole minutes: only the date, hour and minute
         # change; seconds and fraction are copied as sent.
         minute = utc_minute(value[:16], value[-6:])
