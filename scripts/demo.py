@@ -33,7 +33,7 @@ from scripts.pipeline import (
     tap_records,
     wrong_times,
 )
-from tap_events.emulator import start_emulator, tap_config
+from tap_events_emulator import start_emulator, tap_config
 
 ENVIRONMENT = "demo"
 #: The demo environment's schema in meltano.yml.
