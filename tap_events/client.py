@@ -45,6 +45,9 @@ DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
 #: otherwise: a dead socket is noticed within a minute, not the SDK's 300 s.
 CONNECT_TIMEOUT_SECONDS = 10
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
+#: Largest answer accepted unless configured otherwise (`max_response_mb`): far above the
+#: largest real page, far below what exhausts a worker's memory.
+DEFAULT_MAX_RESPONSE_MB = 100
 #: The SDK's own log line for a failing stream, which `EventStream.sync` replaces by one line
 #: naming the cause (see `EventStream.log`).
 SDK_FAILURE_LINE = "An unhandled error occurred while syncing"
@@ -114,6 +117,11 @@ class EventStream(RESTStream):
         """``(connect, read)`` seconds; the read timeout is `request_timeout_seconds`."""
         read = self.config.get("request_timeout_seconds") or DEFAULT_REQUEST_TIMEOUT_SECONDS
         return (CONNECT_TIMEOUT_SECONDS, float(read))
+
+    @property
+    def max_response_bytes(self) -> int:
+        """`max_response_mb` in bytes."""
+        return int(float(self.config.get("max_response_mb") or DEFAULT_MAX_RESPONSE_MB) * 2**20)
 
     @property
     def secrets(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import signal
 import sys
 import typing as t
 from urllib.parse import urlsplit
@@ -11,11 +12,13 @@ from urllib.parse import urlsplit
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib import StateMessage
 
 from tap_events import parallel, tail
+from tap_events.client import DEFAULT_MAX_RESPONSE_MB
 from tap_events.redact import RedactingFilter, redact
 from tap_events.sources import SOURCES
-from tap_events.writer import BufferedRecordWriter
+from tap_events.writer import STDOUT_CLOSED_STATUS, BufferedRecordWriter, end_process
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -61,6 +64,15 @@ class TapEvents(Tap):
             "heartbeats.",
         ),
         th.Property(
+            "max_response_mb",
+            th.NumberType(minimum=1),
+            default=DEFAULT_MAX_RESPONSE_MB,
+            description="Largest answer the tap accepts from an API, in MB (2^20 bytes): "
+            "the decoded size of any one response, decompression included, and the length of "
+            "one Server-Sent Events line or event. Past it the request fails with an error "
+            "naming this setting, so a broken or hostile server cannot exhaust memory.",
+        ),
+        th.Property(
             "parallel_apis",
             th.BooleanType,
             default=True,
@@ -74,6 +86,8 @@ class TapEvents(Tap):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self.failures: dict[str, str] = {}
+        #: Set once a signal asked the run to end.
+        self.ending = False
         #: The tail phase while it runs (tap_events/tail.py).
         self.tail_run: tail.TailRun | None = None
         try:
@@ -125,13 +139,51 @@ class TapEvents(Tap):
             sys.exit(1)
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        """SIGTERM/SIGINT: the SDK writes the final STATE and exits 0; while tailing, the
-        listening streams are stopped first, so that STATE is the last line written.
-        Overrides a private SDK method (pinned: singer-sdk <0.55; tests/test_sdk_contract.py).
+        """SIGTERM/SIGINT: the final STATE is the last line, and the run ends within seconds
+        whatever it was doing (a request, a retry wait, a long poll, a write to a target
+        that stopped reading).
+
+        Replaces the SDK's handler (pinned: singer-sdk <0.55; tests/test_sdk_contract.py),
+        which writes STATE and raises SystemExit wherever the main thread was: a deadlock
+        when that was a blocked write (the writer's lock is held), and RECORD lines after
+        the "final" STATE when other code still ran on the way out.
         """
-        if self.tail_run is not None:
-            self.tail_run.stop()
-        super()._handle_termination(signum, frame)
+        if self.ending:
+            return  # the same Ctrl-C reaches the run twice (terminal and parallel parent)
+        self.ending = True
+        writer = self.message_writer
+        if isinstance(writer, BufferedRecordWriter) and writer.inside():
+            # Interrupted half-way through a line: done when that line is whole.
+            writer.defer(lambda: self.end_on_signal(signum))
+            return
+        self.end_on_signal(signum)
+
+    def end_on_signal(self, signum: int) -> t.NoReturn:
+        """Write the final STATE after what was emitted, then end the process: status 0, or
+        128 + the signal's number (as a shell reports a killed process, and as Meltano ends
+        itself on SIGTERM) when stdout did not take the STATE within
+        `BufferedRecordWriter.FINISH_SECONDS`, so the scheduler knows the bookmark is an
+        older one."""
+        name = signal.Signals(signum).name
+        self.logger.info("%s received: writing the final state and ending the run", name)
+        writer = self.message_writer
+        if not isinstance(writer, BufferedRecordWriter):
+            super()._handle_termination(signum, None)
+            raise SystemExit(0)
+
+        def final_state() -> StateMessage:
+            if self.tail_run is not None:
+                self.tail_run.stop()
+            return StateMessage(value=self.state)
+
+        if writer.finish(final_state):
+            end_process(0)
+        self.logger.error(
+            "%s: stdout did not take the final state within %g s (the target is not reading); "
+            "ending without it, the target keeps the last state it received",
+            name, writer.FINISH_SECONDS,
+        )
+        end_process(128 + signum)
 
     def apis_to_sync(self) -> dict[str, set[str]]:
         """The selected streams of each configured API, by API name."""
@@ -152,13 +204,38 @@ class TapEvents(Tap):
         self.logger.info("Extracting %s in parallel, one process each",
                          ", ".join(labels[api] for api in apis))
         sys.stdout.flush()
-        with open(sys.stdout.fileno(), "wb", closefd=False) as out:
-            statuses = parallel.run(self.config, self.catalog.to_dict(), self.state or {},
-                                    apis, out)
+        # Unbuffered: the parent's writer thread knows exactly what reached stdout.
+        with open(sys.stdout.fileno(), "wb", buffering=0, closefd=False) as out:
+            try:
+                statuses = parallel.run(self.config, self.catalog.to_dict(), self.state or {},
+                                        apis, out)
+            except parallel.StdoutClosed as error:
+                self.logger.error("%s", error)
+                end_process(STDOUT_CLOSED_STATUS)
+            except parallel.Stopped as stopped:
+                self.end_stopped(stopped, labels)
         for api, status in statuses.items():
             if status:
                 self.record_failure(labels[api], f"its process ended with status {status} "
                                     "(its error is logged above)")
+
+
+    def end_stopped(self, stopped: parallel.Stopped, labels: dict[str, str]) -> t.NoReturn:
+        """After SIGTERM/SIGINT in parallel mode: status 0 when every API's process ended
+        cleanly and the last STATE reached stdout, else as `end_on_signal` says."""
+        failed = {api: status for api, status in stopped.statuses.items() if status}
+        if not stopped.complete:
+            self.logger.error(
+                "%s: stdout did not take the final state within %g s (the target is not "
+                "reading); ending without it, the target keeps the last state it received",
+                stopped, parallel.FINISH_SECONDS,
+            )
+            end_process(128 + stopped.signum)
+        if failed:
+            self.logger.error("%s: ended with %s", stopped, ", ".join(
+                f"{labels[api]} status {status}" for api, status in failed.items()))
+            end_process(128 + stopped.signum)
+        end_process(0)
 
 
 def can_fork_output() -> bool:

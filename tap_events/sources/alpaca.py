@@ -43,7 +43,7 @@ from singer_sdk.authenticators import BasicAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_events import sse, ulid
-from tap_events.client import EventStream, TapEventsError
+from tap_events.client import DEFAULT_MAX_RESPONSE_MB, EventStream, TapEventsError
 from tap_events.redact import basic_credentials
 from tap_events.source import Source
 
@@ -305,7 +305,7 @@ class AlpacaStream(EventStream):
             else self.tail.body_chunks(response, READ_CHUNK_BYTES, self.timeout[1])
         )
         try:
-            for item in sse.parse(chunks):
+            for item in sse.parse(chunks, self.max_response_bytes):
                 if isinstance(item, sse.Comment):
                     interruption = self.read_comment(item.text)
                     if interruption:
@@ -322,6 +322,13 @@ class AlpacaStream(EventStream):
                         yield event
         except requests.exceptions.RequestException as error:
             interruption = self.describe_lost_connection(error)
+        except sse.TooLong as error:
+            raise TapEventsError(
+                f"{self.source.label} stream '{self.name}': {error}, more than "
+                f"max_response_mb={self.config.get('max_response_mb', DEFAULT_MAX_RESPONSE_MB)} "
+                "allows (raise max_response_mb if the API really sends events this large)",
+                response,
+            ) from None
         finally:
             response.close()
         if self.tail is not None:
