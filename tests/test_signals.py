@@ -1,7 +1,7 @@
 """Every run ends: SIGTERM/SIGINT in every state, a target that stops reading, a closed stdout,
 an SSE line that never ends. The real `tap-events` process against the emulator (or a hostile
 local server) over real sockets; each case is timed from the signal (or the close) to the
-process's end, and its peak RSS is read from the kernel (`wait4`).
+process's end, and its peak RSS is read from the kernel (`VmHWM`).
 
 What a scheduler relies on: the run ends within 5 s of the signal; when stdout can still take
 it, the final STATE is the last line and the status is 0; when it cannot, the status is 128 +
@@ -114,11 +114,20 @@ class Tap:
         return sent
 
     def wait(self, timeout: float = 30) -> int:
-        """The exit status, with the time it ended and its peak RSS (from the kernel)."""
+        """The exit status, with the time it ended and its peak RSS.
+
+        The peak is the kernel's high-water mark of the process (`VmHWM`), read until it
+        ends: `wait4`'s `ru_maxrss` would count the test process too (a child spawned by
+        vfork inherits the parent's mark at exec).
+        """
         deadline = time.monotonic() + timeout
+        status_file = Path(f"/proc/{self.process.pid}/status")
         while True:
-            pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
-            if pid:
+            with contextlib.suppress(OSError, ValueError):
+                for line in status_file.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+            if self.process.poll() is not None:
                 self.ended_at = time.monotonic()
                 break
             if time.monotonic() > deadline:
@@ -126,9 +135,7 @@ class Tap:
                 raise AssertionError(f"the tap did not end within {timeout} s; stderr:\n"
                                      f"{self.stderr()[-3000:]}")
             time.sleep(0.01)
-        self.status = os.waitstatus_to_exitcode(status)
-        self.process.returncode = self.status
-        self.peak_rss_mb = usage.ru_maxrss / 1024
+        self.status = self.process.returncode
         self.draining.set()
         if self.reader is not None:
             self.reader.join(timeout=10)
