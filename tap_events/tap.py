@@ -67,10 +67,9 @@ class TapEvents(Tap):
             "max_response_mb",
             th.NumberType(minimum=1),
             default=DEFAULT_MAX_RESPONSE_MB,
-            description="Largest answer the tap accepts from an API, in MB (2^20 bytes): "
-            "the decoded size of any one response, decompression included, and the length of "
-            "one Server-Sent Events line or event. Past it the request fails with an error "
-            "naming this setting, so a broken or hostile server cannot exhaust memory.",
+            description="Longest Server-Sent Events line or event the tap accepts (Alpaca), "
+            "in MB (2^20 bytes). Past it the stream fails with an error naming this setting, "
+            "so a broken or hostile server cannot exhaust memory.",
         ),
         th.Property(
             "parallel_apis",

@@ -83,3 +83,13 @@ def test_record_lines_match_the_sdk_writers():
     writer.write_record("box_events", record, 7, moment)
     assert bytes(writer._block) == expected
     writer._block.clear()  # nothing for the exit-time flush to print
+
+
+def test_the_sdk_routes_sigterm_and_sigint_to_handle_termination():
+    """TapEvents replaces `_handle_termination` (tap.py: the final STATE last, the run ended
+    within seconds); that only works while the SDK installs it for both signals."""
+    from singer_sdk.plugin_base import PluginBase
+
+    source = inspect.getsource(PluginBase._setup_signal_handlers)
+    assert "signal.SIGINT, self._handle_termination" in source
+    assert "signal.SIGTERM, self._handle_termination" in source
