@@ -150,7 +150,7 @@ class TapEvents(Tap):
         if self.ending:
             return  # the same Ctrl-C reaches the run twice (terminal and parallel parent)
         self.ending = True
-        writer = self.message_writer
+        writer = getattr(self, "message_writer", None)  # None while the SDK starts up
         if isinstance(writer, BufferedRecordWriter) and writer.inside():
             # Interrupted half-way through a line: done when that line is whole.
             writer.defer(lambda: self.end_on_signal(signum))
@@ -165,10 +165,9 @@ class TapEvents(Tap):
         older one."""
         name = signal.Signals(signum).name
         self.logger.info("%s received: writing the final state and ending the run", name)
-        writer = self.message_writer
+        writer = getattr(self, "message_writer", None)
         if not isinstance(writer, BufferedRecordWriter):
-            super()._handle_termination(signum, None)
-            raise SystemExit(0)
+            raise SystemExit(128 + signum)  # still starting up: nothing was written
 
         def final_state() -> StateMessage:
             if self.tail_run is not None:

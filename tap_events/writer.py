@@ -164,7 +164,7 @@ class BufferedRecordWriter(MsgSpecWriter):
     #: RECORD bytes held before they are handed over.
     BLOCK_BYTES = 256 * 1024
     #: How long the final STATE may wait for a target that does not read, after a signal.
-    FINISH_SECONDS = 3.0
+    FINISH_SECONDS = 2.5
 
     def __init__(self) -> None:
         super().__init__()
