@@ -55,7 +55,7 @@ def end_process(status: int) -> t.NoReturn:
 class Output:
     """stdout, written by a thread of its own, one block at a time.
 
-    `send` hands over a block (waiting while the previous one is still being written, which
+    `deliver` hands over a block (waiting while the previous one is still being written, which
     bounds memory to two blocks); `wait_written` waits until stdout took everything sent.
     Both take a deadline, and call `poll` about every `POLL_SECONDS` while they wait (a
     signal handler that had to defer its work gets its turn there). When stdout fails
@@ -82,7 +82,7 @@ class Output:
         self.failed: OSError | None = None
         self._thread: threading.Thread | None = None
 
-    def send(self, block: bytearray, deadline: float | None = None) -> bool:
+    def deliver(self, block: bytearray, deadline: float | None = None) -> bool:
         """Hand `block` over once the previous one is written; False if the deadline passed
         first or stdout failed. The caller must not touch `block` afterwards."""
         with self.changed:
@@ -286,7 +286,7 @@ class BufferedRecordWriter(MsgSpecWriter):
             self._block += state
             output = self.output
             block, self._block = self._block, bytearray()
-            return output.send(block, deadline) and output.wait_written(deadline)
+            return output.deliver(block, deadline) and output.wait_written(deadline)
         finally:
             self._lock.release()
 
