@@ -193,10 +193,14 @@ class TapEvents(sdk_internals.TerminationHook):
 
         if writer.finish(final_state):
             end_process(0)
+        self.end_without_final_state(signum, writer.FINISH_SECONDS)
+
+    def end_without_final_state(self, signum: int, seconds: float) -> t.NoReturn:
+        """One line saying the final STATE could not be written, then 128 + the signal."""
         self.logger.error(
             "%s: stdout did not take the final state within %g s (the target is not reading); "
             "ending without it, the target keeps the last state it received",
-            name, writer.FINISH_SECONDS,
+            signal.Signals(signum).name, seconds,
         )
         end_process(128 + signum)
 
@@ -234,18 +238,12 @@ class TapEvents(sdk_internals.TerminationHook):
                 self.record_failure(labels[api], f"its process ended with status {status} "
                                     "(its error is logged above)")
 
-
     def end_stopped(self, stopped: parallel.Stopped, labels: dict[str, str]) -> t.NoReturn:
         """After SIGTERM/SIGINT in parallel mode: status 0 when every API's process ended
         cleanly and the last STATE reached stdout, else as `end_on_signal` says."""
         failed = {api: status for api, status in stopped.statuses.items() if status}
         if not stopped.complete:
-            self.logger.error(
-                "%s: stdout did not take the final state within %g s (the target is not "
-                "reading); ending without it, the target keeps the last state it received",
-                stopped, parallel.FINISH_SECONDS,
-            )
-            end_process(128 + stopped.signum)
+            self.end_without_final_state(stopped.signum, parallel.FINISH_SECONDS)
         if failed:
             self.logger.error("%s: ended with %s", stopped, ", ".join(
                 f"{labels[api]} status {status}" for api, status in failed.items()))
