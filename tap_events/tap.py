@@ -240,8 +240,10 @@ class TapEvents(sdk_internals.TerminationHook):
 
     def end_stopped(self, stopped: parallel.Stopped, labels: dict[str, str]) -> t.NoReturn:
         """After SIGTERM/SIGINT in parallel mode: status 0 when every API's process ended
-        cleanly and the last STATE reached stdout, else as `end_on_signal` says."""
-        failed = {api: status for api, status in stopped.statuses.items() if status}
+        cleanly and the last STATE reached stdout, else as `end_on_signal` says. A process
+        the signal ended before it had set up its handler wrote nothing: not a failure."""
+        failed = {api: status for api, status in stopped.statuses.items()
+                  if status not in (0, -stopped.signum)}
         if not stopped.complete:
             self.end_without_final_state(stopped.signum, parallel.FINISH_SECONDS)
         if failed:
