@@ -60,6 +60,14 @@ def test_id_persists_across_events_and_event_type_resets():
                            Event("c", "message", "")]
 
 
+def test_a_data_less_block_dispatches_nothing_and_its_fields_carry_over():
+    """Alpaca's Java SDK keeps the `id:` of blocks without data; the tap reads the cursor from
+    the JSON, but the grammar must still parse (system events are sent this way)."""
+    body = (b"retry: 3000\nid: 41\nevent: eod_balances_ready\n\n"
+            b"id: 42\nevent: eod_positions_ready\ndata: [{\"event_id\": \"X\"}]\n\n")
+    assert parse(body) == [Event('[{"event_id": "X"}]', "eod_positions_ready", "42", 3000)]
+
+
 def test_field_rules_from_the_spec():
     body = (b"data\n\n"            # a field name alone: empty value, dispatches ""
             b"data:no-space\n\n"   # no space after the colon
