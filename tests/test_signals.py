@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from tap_events.emulator import alpaca as emulated_alpaca
-from tap_events.emulator import start_emulator, tap_config
+from tap_events_emulator import alpaca as emulated_alpaca
+from tap_events_emulator import start_emulator, tap_config
 from tests.support import clean_env, tap_command
 
 #: What the tap promises after a signal.
