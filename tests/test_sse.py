@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tap_events import sse, ulid
 from tap_events.sse import Comment, Event
 
-SAMPLE = Path("/work/shared/apis/alpaca_admin_action_event.sse")
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "apis" / "alpaca_admin_action_event.sse"
 
 
 def parse(*chunks: bytes) -> list[Event | Comment]:
