@@ -128,6 +128,10 @@ def is_uuid(value: t.Any) -> bool:
 class SocotraStream(EventStream):
     """What every Socotra endpoint shares: settings checks, one partition per tenant."""
 
+    # A listing paged by offset repeats a row when the list shifts between two pages; the
+    # event stream repeats events across its lookback. Either way: once per run.
+    dedupe = True
+
     error_hints: t.ClassVar[Mapping[int, str]] = {
         HTTPStatus.UNAUTHORIZED: "check socotra.token: a valid, unexpired personal "
         "access token",
@@ -214,7 +218,6 @@ class SocotraEventsStream(SocotraStream, CursorStream):
     primary_keys: t.ClassVar[list[str]] = [TENANT_FIELD, "locator"]
     schema = EVENT_SCHEMA
     replication_key = "timestamp"
-    dedupe = True
     envelope_key = "events"
     # One closed window per run, the same for every tenant and page.
     window_lag = END_LAG
