@@ -429,3 +429,31 @@ def test_an_unreadable_state_file_is_one_line_before_any_request(emulator, tmp_p
     assert "Traceback" not in run.stderr
     assert emulator.requests("discue") == []
     assert '"RECORD"' not in run.stdout
+
+
+# ------------------------------------------------------------------------------ Alpaca ids
+
+#: Valid ULIDs (2023-10-12), the id from Alpaca's own docs with I and L (Crockford: 1), and
+#: two ids that are no ULID however read.
+ALPACA_IDS = ["01HCMKKNRK7S5C1JYP50QGDECQ", "01HCMQR4S73L9G6EHI0JKL2M3N", "evt-42",
+              "01HCMKNJJRJ4E3RNFA1XR8CX7R", "evt-43"]
+
+
+def test_odd_alpaca_ids_are_decoded_or_emitted_without_moving_the_cursor():
+    events = [{"event_id": event_id, "event": "fill", "at": "2023-10-12T15:00:00Z"}
+              for event_id in ALPACA_IDS]
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events).encode()
+    server = HostileServer(lambda seen: Answer(200, body,
+                                               {"Content-Type": "text/event-stream"}))
+    try:
+        run = run_tap({"alpaca": {"api_url": server.url, "api_key": "k", "api_secret": "s"}},
+                      streams=["alpaca_trade_events"])
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr
+    assert run.ids("alpaca_trade_events") == ALPACA_IDS, "each emitted once, as sent"
+    # The docs' id decodes (I and L as 1) to the greatest ULID: it is the bookmark.
+    decoded = "01HCMQR4S7319G6EH10JK12M3N"
+    assert run.bookmark("alpaca_trade_events")["replication_key_value"] == decoded
+    odd = [line for line in log_lines(run, "WARNING") if "is not a ULID" in line]
+    assert len(odd) == 1 and "evt-42" in odd[0], run.stderr
