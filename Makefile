@@ -5,7 +5,7 @@ VENV := .venv
 # e.g. make demo DEMO_ARGS="--events 20000 --new-events 1000"
 DEMO_ARGS ?=
 
-.PHONY: install lock meltano demo test lint meltano-settings docs-settings hub-definition clean
+.PHONY: install lock dist meltano demo test lint meltano-settings docs-settings hub-definition clean
 
 # Every version pinned (requirements/constraints.txt, refreshed by `make lock`), build
 # dependencies included: CI installs what the last `make lock` resolved, not what PyPI serves
@@ -26,6 +26,13 @@ install: $(VENV)/.installed
 lock: install
 	$(PIP_INSTALL) uv
 	$(VENV)/bin/python -m scripts.lock
+
+# A release: sdist and wheel in dist/, checked as PyPI checks them (tests/test_release.py
+# builds and checks the same in `make test`). The version comes from the git tag (vX.Y.Z).
+dist: install
+	rm -rf dist
+	PIP_CONSTRAINT=$(CONSTRAINTS) $(VENV)/bin/python -m build
+	$(VENV)/bin/python -m twine check --strict dist/*
 
 # Meltano in .venv-meltano, the plugins in .meltano/ (then: .venv-meltano/bin/meltano run ...).
 meltano: install
