@@ -9,6 +9,7 @@ requirements/constraints.txt (a release build, `python -m build`, isolates and f
 from __future__ import annotations
 
 import email
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -29,11 +30,28 @@ def run(*command: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return process
 
 
+def working_tree_copy(folder: Path) -> Path:
+    """The files of this checkout that git would commit (tracked, or new and not ignored), as
+    they are now, in a repository of their own: a build there sees uncommitted changes but
+    writes nothing here (setuptools writes egg-info into the tree it builds, which would race
+    with the editable installs of tests running in parallel)."""
+    listed = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, folder / name)
+    run("git", "init", "--quiet", cwd=folder)
+    run("git", "add", "--all", cwd=folder)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet",
+        "-m", "working tree", cwd=folder)
+    return folder
+
+
 def test_release_build_passes_twine_and_ships_only_the_tap_with_its_license(tmp_path):
-    # One build for every check: tests of one module may run in parallel workers, and two
-    # builds of one source tree at once would race on its egg-info.
+    source = working_tree_copy(tmp_path / "src")
     dist = tmp_path / "dist"
-    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), ".")
+    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), ".", cwd=source)
     (wheel,) = dist.glob("*.whl")
     (sdist,) = dist.glob("*.tar.gz")
 
