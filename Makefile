@@ -5,7 +5,7 @@ VENV := .venv
 # e.g. make demo DEMO_ARGS="--events 20000 --new-events 1000"
 DEMO_ARGS ?=
 
-.PHONY: install lock dist meltano demo test lint meltano-settings docs-settings hub-definition clean
+.PHONY: install lock dist meltano demo test lint typecheck meltano-settings docs-settings hub-definition clean
 
 # Every version pinned (requirements/constraints.txt, refreshed by `make lock`), build
 # dependencies included: CI installs what the last `make lock` resolved, not what PyPI serves
@@ -41,12 +41,17 @@ meltano: install
 demo: install
 	$(VENV)/bin/python -m scripts.demo $(DEMO_ARGS)
 
-# What CI runs (.ci/run): lint, then every test, the Meltano + PostgreSQL end-to-end one included.
-test: lint
+# What CI runs (.ci/run): lint, type check, then every test, the Meltano + PostgreSQL
+# end-to-end ones and the release build included.
+test: lint typecheck
 	$(VENV)/bin/python -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# mypy on tap_events/ (configured in pyproject.toml).
+typecheck: install
+	$(VENV)/bin/mypy
 
 # After adding an API or a setting: regenerate meltano.yml's tap-events settings.
 meltano-settings: install
