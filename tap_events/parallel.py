@@ -130,7 +130,7 @@ def copy_output(children: list[Child], merger: StateMerger, out: t.BinaryIO) -> 
         selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[arg-type]
     while selector.get_map():
         for key, _ in selector.select():
-            child: Child = key.data
+            child = key.data
             data = os.read(key.fd, READ_BYTES)
             if not data:
                 # A line cut off by a dying child is not valid JSON: it is dropped.

@@ -50,7 +50,7 @@ class TapEvents(sdk_internals.TerminationHook):
         ),
         th.Property(
             "request_timeout_seconds",
-            th.NumberType(minimum=0.1, maximum=3600),
+            config.number(minimum=0.1, maximum=3600),
             default=60,
             description="How long to wait for an API to answer a request, or to send the next "
             "bytes of an answer, before the request is retried (connecting has 10 s). Alpaca's "
@@ -124,7 +124,9 @@ class TapEvents(sdk_internals.TerminationHook):
     def record_failure(self, stream_name: str, message: str) -> None:
         self.run.record_failure(stream_name, message)
 
-    def sync_all(self) -> None:
+    # `Tap.sync_all` is @final in singer-sdk's annotations; this override calls it (or runs
+    # one process per API) and ends the run non-zero when a stream failed.
+    def sync_all(self) -> None:  # type: ignore[misc]
         """Sync every selected stream; a failed stream does not stop the others.
 
         The run still ends non-zero when any stream failed, so a scheduler alerts, and the
