@@ -36,9 +36,13 @@ meltano: install
 demo: install
 	$(VENV)/bin/python -m scripts.demo $(DEMO_ARGS)
 
-# What CI runs (.ci/run): lint, then every test, the Meltano + PostgreSQL end-to-end one included.
+# What CI runs (.ci/run): lint, then every test, the Meltano + PostgreSQL end-to-end one included,
+# in TEST_WORKERS parallel processes (most tests wait on a subprocess or a socket, so more
+# workers than cores pays). --dist loadgroup keeps the end-to-end tests on one worker: they share
+# this checkout's Meltano project and PostgreSQL.
+TEST_WORKERS ?= 4
 test: lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check .

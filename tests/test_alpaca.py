@@ -18,6 +18,8 @@ from tests.support import discover, log_lines, run_tap
 
 STREAMS = {feed.stream: feed for feed in emulated.FEEDS}
 TRADES = "alpaca_trade_events"
+#: How long run_tap lets one run take (start-up on a loaded machine included).
+RUN_TIMEOUT = 120
 PER_STREAM = 240  # the `emulator` fixture's 1200 events dealt to five streams
 
 
@@ -53,10 +55,9 @@ def test_discover_lists_the_five_streams_keyed_by_ulid():
 
 
 def test_bounded_replay_emits_every_event_once_and_ends(emulator, config):
-    started = time.monotonic()
+    # Ends by itself: run_tap fails a run that outlasts its timeout.
     run = run_tap(alpaca_only(config))
     assert run.returncode == 0, run.stderr
-    assert time.monotonic() - started < 30
     for stream in STREAMS:
         emitted = assert_exactly_once(run, emulator, stream)
         assert len(emitted) == PER_STREAM
@@ -73,7 +74,7 @@ def test_no_request_is_ever_sent_without_a_bound(emulator, config):
     url = f"{emulator.url}/alpaca{STREAMS[TRADES].path}"
     auth = (emulated.API_KEY, emulated.API_SECRET)
     with requests.get(url, params={"since": "1970-01-01"}, auth=auth, stream=True,
-                      timeout=5) as response:
+                      timeout=30) as response:
         deadline = time.monotonic() + 1.5
         chunks = []
         for chunk in response.iter_content(chunk_size=None):
@@ -84,10 +85,9 @@ def test_no_request_is_ever_sent_without_a_bound(emulator, config):
         assert chunks[-1] == b":heartbeat\n\n"
 
     ours = len(requests_to(emulator, TRADES))
-    started = time.monotonic()
-    run = run_tap(alpaca_only(config), streams=[TRADES], timeout=60)
+    # A request without `until` would hang the run until run_tap's timeout fails it.
+    run = run_tap(alpaca_only(config), streams=[TRADES])
     assert run.returncode == 0, run.stderr
-    assert time.monotonic() - started < 20
     sent = requests_to(emulator, TRADES)[ours:]
     assert len(sent) >= 2
     assert all(r["query"].get("until") and r["query"].get("since") for r in sent)
@@ -121,12 +121,13 @@ def test_slow_client_comment_causes_a_reread_and_a_warning(emulator, config):
 
 
 def test_silent_stream_is_reconnected_after_the_idle_timeout(emulator, config):
+    # The stream falls silent for far longer than run_tap waits: only a reconnect after the
+    # idle timeout lets the run end at all.
     emulator.inject("alpaca", "sse_stall", path=STREAMS[TRADES].path,
-                    options={"at": 100, "seconds": 3})
-    started = time.monotonic()
-    run = run_tap(alpaca_only(config, idle_timeout_seconds=0.5), streams=[TRADES])
+                    options={"at": 100, "seconds": 10 * RUN_TIMEOUT})
+    run = run_tap(alpaca_only(config, idle_timeout_seconds=0.5), streams=[TRADES],
+                  timeout=RUN_TIMEOUT)
     assert run.returncode == 0, run.stderr
-    assert time.monotonic() - started < 15
     assert_exactly_once(run, emulator, TRADES)
     assert any("no event or heartbeat for 0.5 s" in line for line in log_lines(run, "WARNING"))
 
@@ -225,7 +226,7 @@ def test_start_date_limits_the_first_run(emulator, config):
 ])
 def test_emulator_refuses_broken_parameter_rules(emulator, query, message):
     response = requests.get(f"{emulator.url}/alpaca/v2/events/trades", params=query,
-                            auth=(emulated.API_KEY, emulated.API_SECRET), timeout=5)
+                            auth=(emulated.API_KEY, emulated.API_SECRET), timeout=30)
     assert response.status_code == 400
     assert message in response.json()["message"]
 
@@ -234,11 +235,11 @@ def test_v1_stream_pairs_since_ulid_with_until_ulid(emulator):
     url = f"{emulator.url}/alpaca/v1/events/accounts/status"
     auth = (emulated.API_KEY, emulated.API_SECRET)
     bad = requests.get(url, params={"until_ulid": "01JNGQDKNRM9S346Q3D25VT4F5"}, auth=auth,
-                       timeout=5)
+                       timeout=30)
     assert bad.status_code == 400 and "until_ulid requires since_ulid" in bad.text
     high = ulid.encode(ulid.milliseconds(datetime.datetime.now(datetime.UTC)), 2**80 - 1)
     good = requests.get(url, params={"since_ulid": "00000000000000000000000000",
-                                     "until_ulid": high}, auth=auth, timeout=10)
+                                     "until_ulid": high}, auth=auth, timeout=30)
     assert good.status_code == 200
     assert good.text.count("event_ulid") == PER_STREAM
 

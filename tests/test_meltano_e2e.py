@@ -40,7 +40,9 @@ from scripts.pipeline import (
 from tap_events_emulator import start_emulator, tap_config
 from tests.support import run_tap
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+# One worker runs them all (`make test` distributes with --dist loadgroup): they share this
+# checkout's Meltano project (.meltano/, installed once) and one embedded PostgreSQL.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.xdist_group("meltano")]
 
 SCHEMA = "tap_events_e2e"
 EVENTS = 1500
