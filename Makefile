@@ -38,11 +38,10 @@ demo: install
 
 # What CI runs (.ci/run): lint, then every test, the Meltano + PostgreSQL end-to-end one included,
 # in TEST_WORKERS parallel processes (most tests wait on a subprocess or a socket, so more
-# workers than cores pays). --dist loadgroup keeps the end-to-end tests on one worker: they share
-# this checkout's Meltano project and PostgreSQL.
+# workers than cores pays). The end-to-end tests share one worker (tests/conftest.py).
 TEST_WORKERS ?= 4
 test: lint
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: install
 	$(VENV)/bin/ruff check .

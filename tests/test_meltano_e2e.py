@@ -40,9 +40,8 @@ from scripts.pipeline import (
 from tap_events_emulator import start_emulator, tap_config
 from tests.support import run_tap
 
-# One worker runs them all (`make test` distributes with --dist loadgroup): they share this
-# checkout's Meltano project (.meltano/, installed once) and one embedded PostgreSQL.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.xdist_group("meltano")]
+# One worker runs them all (tests/conftest.py, ONE_WORKER_MODULES).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SCHEMA = "tap_events_e2e"
 EVENTS = 1500
