@@ -229,3 +229,25 @@ def test_a_good_state_file_is_still_read(emulator, config):
     assert again.records("discue_events") == []
     assert again.bookmark("discue_events") == first.bookmark("discue_events")
 
+
+
+# ----------------------------------------------------------------- sample_config.json
+
+SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "sample_config.json"
+
+
+def test_sample_config_as_shipped_discovers_and_fails_a_sync_only_for_want_of_credentials():
+    discovered = run_tap_on(SAMPLE_CONFIG, "--discover")
+    assert discovered.returncode == 0, discovered.stderr
+    assert json.loads(discovered.stdout)["streams"]
+    run = run_tap_on(SAMPLE_CONFIG)
+    assert_refused(run, "Nothing to sync", "configured APIs: none")
+    assert len(log_lines(run, "ERROR")) == 1, run.stderr
+
+
+def test_sample_config_with_one_api_filled_in_runs_that_api(emulator, config):
+    sample = json.loads(SAMPLE_CONFIG.read_text())
+    sample["discue"].update(config["discue"])
+    run = run_tap(sample)
+    assert run.returncode == 0, run.stderr
+    assert len(run.records("discue_events")) == emulator.stream_counts()["discue_events"]
