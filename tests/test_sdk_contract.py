@@ -14,7 +14,7 @@ import inspect
 from importlib.metadata import version
 
 import pytest
-from singer_sdk import Stream
+from singer_sdk import Stream, Tap
 from singer_sdk.authenticators import OAuthAuthenticator
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.helpers._state import increment_state
