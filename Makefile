@@ -44,9 +44,12 @@ demo: install
 	$(VENV)/bin/python -m scripts.demo $(DEMO_ARGS)
 
 # What CI runs (.ci/run): lint, type check, then every test, the Meltano + PostgreSQL
-# end-to-end ones and the release build included.
+# end-to-end ones and the release build included, in TEST_WORKERS parallel processes (most
+# tests wait on a subprocess or a socket, so more workers than cores pays). The end-to-end
+# tests share one worker (tests/conftest.py).
+TEST_WORKERS ?= 4
 test: lint typecheck
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: install
 	$(VENV)/bin/ruff check .
