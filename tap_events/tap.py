@@ -119,9 +119,11 @@ class TapEvents(sdk_internals.TerminationHook):
                 option.type = click.STRING
         return command
 
+    # The SDK's `invoke` takes open files; here click hands over paths (see
+    # `get_singer_command`), opened below, hence the different signature.
     @classmethod
-    def invoke(cls, *, state: str | None = None, catalog: str | None = None,
-               **kwargs: t.Any) -> None:
+    def invoke(cls, *, state: str | None = None,  # type: ignore[override]
+               catalog: str | None = None, **kwargs: t.Any) -> None:
         try:
             files = {what: None if path is None
                      else io.StringIO(json.dumps(config.read_json_object(path, what)))
@@ -129,7 +131,7 @@ class TapEvents(sdk_internals.TerminationHook):
         except config.InputFileError as error:
             cls.logger.error("%s", error)
             sys.exit(1)
-        super().invoke(**kwargs, **files)
+        super().invoke(**kwargs, state=files["state"], catalog=files["catalog"])
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         #: What this run's streams share; filled in once the config is known.
