@@ -48,8 +48,12 @@ demo: install
 # tests wait on a subprocess or a socket, so more workers than cores pays). The end-to-end
 # tests share one worker (tests/conftest.py).
 TEST_WORKERS ?= 4
+# Each run has its own pytest temp root: pytest keeps only the 3 newest runs under the shared
+# /tmp/pytest-of-<user>, so two checkouts testing at once deleted each other's live PostgreSQL.
 test: lint typecheck
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
+	tmp=$$(mktemp -d /tmp/tap-events-tests.XXXXXX); \
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --basetemp=$$tmp; status=$$?; \
+	rm -rf $$tmp; exit $$status
 
 lint: install
 	$(VENV)/bin/ruff check .
