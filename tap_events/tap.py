@@ -207,6 +207,8 @@ def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
     for source in SOURCES:
         if not source.is_configured(config):
             continue
+        if source.settings_errors:
+            errors += source.settings_errors(source.settings(config))
         for key, value in source.settings(config).items():
             if key.endswith("_url") and isinstance(value, str) and not is_safe_url(value):
                 errors.append(

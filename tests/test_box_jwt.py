@@ -8,9 +8,11 @@ emulator is reached over a real socket.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import secrets
+import typing as t
 
 import jwt
 import pytest
@@ -20,7 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tap_events import box_jwt
 from tap_events.box_jwt import BoxAppConfigError, app_config_secrets, read_app_config
+from tap_events.emulator import start_emulator, tap_config
 from tap_events.emulator.box import CLIENT_ID, CLIENT_SECRET, ENTERPRISE_ID, JWT_GRANT, BoxAPI
+from tests.support import log_lines, run_tap
+
+if t.TYPE_CHECKING:
+    from tap_events.emulator.app import EmulatorServer
 
 PASSPHRASE = "correct horse 7 battery"
 AUDIENCE = "https://api.box.com/oauth2/token"
@@ -276,3 +283,197 @@ def test_emulator_needs_the_client_secret_with_an_assertion(emulator, jwt_app):
     answer = token_request(emulator, signed(key, kid, aud=emulator.api_url(
         "box", "/oauth2/token")), client_secret="wrong")
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_client"
+
+
+# ------------------------------------------------------------------ the tap, end to end
+
+
+@contextlib.contextmanager
+def box_emulator(events: int = 1200, **options: t.Any) -> t.Iterator[EmulatorServer]:
+    """An emulator whose Box takes `options` (token lifetime, clock, audience)."""
+    server = start_emulator(events=events, seed=11, options={"box": options})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def jwt_settings(server, app_config: dict, how: str, tmp_path) -> dict:
+    """Box settings authenticating with the app's config.json, as text or as a file."""
+    urls = {key: tap_config(server.url)["box"][key] for key in ("api_url", "token_url")}
+    if how == "jwt_config_file":
+        path = tmp_path / "box_config.json"
+        path.write_text(json.dumps(app_config, indent=2))
+        return {**urls, "jwt_config_file": str(path), "page_size": 100}
+    return {**urls, "jwt_config": json.dumps(app_config), "page_size": 100}
+
+
+def secrets_in(app_config: dict, api: BoxAPI) -> set[str]:
+    """What must never be printed: the client secret, the passphrase, every line of the
+    private key, every assertion the emulator received and every token it minted."""
+    auth = app_config["boxAppSettings"]["appAuth"]
+    lines = {line for line in auth["privateKey"].splitlines() if not line.startswith("-----")}
+    values = {CLIENT_SECRET, auth["passphrase"], *lines, *api.assertions, *api.tokens}
+    return values | {base64.b64encode(value.encode()).decode() for value in values}
+
+
+def assert_no_secret(run, secrets_: set[str]) -> None:
+    output = run.stdout + run.stderr
+    leaked = sorted(secret[:20] for secret in secrets_ if secret in output)
+    assert not leaked, f"secrets in the output: {leaked}"
+
+
+def token_requests(server) -> list[dict]:
+    return [r for r in server.requests("box") if r["path"] == "/oauth2/token"]
+
+
+def event_requests(server) -> list[dict]:
+    return [r for r in server.requests("box") if r["path"] == "/2.0/events"]
+
+
+@pytest.mark.parametrize("how", ["jwt_config", "jwt_config_file"])
+def test_a_run_authenticated_by_config_json_syncs_both_streams_and_remints(tmp_path, how):
+    """Each token the emulator mints dies after 4 requests: every 401 mints one new token
+    (a fresh assertion, its own jti) and retries once."""
+    with box_emulator(token_uses=4) as server:
+        api = server.app.apis["box"]
+        app_config = api.new_jwt_app(PASSPHRASE)
+
+        run = run_tap({"box": jwt_settings(server, app_config, how, tmp_path)})
+
+    assert run.returncode == 0, run.stderr
+    for stream, count in api.stream_counts().items():
+        ids = run.ids(stream)
+        assert len(ids) == count == 1200 and len(set(ids)) == count, stream
+    pages = len(event_requests(server))
+    # 4 answered per token, plus the 401 that ends each one: one token per 5 requests.
+    assert len(token_requests(server)) == len(api.assertions) >= pages // 5 >= 5
+    assert len(api.tokens) == len(api.assertions), "an assertion was refused"
+    retries = [line for line in log_lines(run, "WARNING") if "HTTP 401" in line]
+    assert len(retries) == len(api.tokens) - 1
+    assert_no_secret(run, secrets_in(app_config, api))
+
+
+def test_a_token_close_to_expiry_is_reminted_before_it_is_used(tmp_path):
+    """Tokens living 30 s are inside the tap's 60 s early-refresh margin: it mints a new one
+    for every request rather than send one that may expire on the way."""
+    with box_emulator(token_ttl=30) as server:
+        api = server.app.apis["box"]
+        app_config = api.new_jwt_app(PASSPHRASE)
+
+        run = run_tap({"box": jwt_settings(server, app_config, "jwt_config", tmp_path)},
+                      streams=["box_events"])
+
+    assert run.returncode == 0, run.stderr
+    assert len(set(run.ids("box_events"))) == 1200
+    assert len(token_requests(server)) >= len(event_requests(server)) > 12
+    assert not [line for line in log_lines(run, "WARNING") if "HTTP 401" in line]
+
+
+def swap_registered_key(api: BoxAPI, app_config: dict) -> None:
+    """The Console's public key for this kid no longer matches the file's private key (a
+    re-generated key pair): every signature fails, as a tampered assertion's does."""
+    api.jwt_keys[key_id(app_config)] = rsa.generate_private_key(
+        public_exponent=65537, key_size=2048).public_key()
+
+
+@pytest.mark.parametrize(("case", "options", "refusal"), [
+    ("signature", {}, "Signature verification error"),
+    ("expired", {"clock_offset_seconds": 120},
+     "Current date/time MUST be before the expiration date/time listed in the 'exp' claim"),
+    ("wrongly addressed", {"jwt_audience": "https://api.box.com/oauth2/token"},
+     "Please check the 'aud' claim"),
+])
+def test_a_refused_assertion_is_one_line_naming_the_settings(tmp_path, case, options, refusal):
+    with box_emulator(events=50, **options) as server:
+        api = server.app.apis["box"]
+        app_config = api.new_jwt_app(PASSPHRASE)
+        if case == "signature":
+            swap_registered_key(api, app_config)
+
+        run = run_tap({"box": jwt_settings(server, app_config, "jwt_config", tmp_path)})
+
+        assert run.returncode == 1
+        assert not run.records() and not event_requests(server)
+        assert api.assertions and not api.tokens
+        errors = [line for line in log_lines(run, "ERROR")
+                  if "Box token request failed: HTTP 400: invalid_grant: " in line]
+        assert errors and all(refusal in line and "box.jwt_config" in line
+                              and "box.token_url" in line for line in errors), run.stderr
+        assert "Traceback" not in run.stderr
+        assert_no_secret(run, secrets_in(app_config, api))
+
+
+def config_errors(run) -> list[str]:
+    return [line.split("| ", 3)[-1] for line in log_lines(run, "ERROR")
+            if "Config validation failed" not in line]
+
+
+@pytest.mark.parametrize("case", ["wrong passphrase", "not a box config", "missing file",
+                                  "two auth methods", "text and file", "user without id"])
+def test_an_unusable_jwt_config_stops_the_run_before_any_request(emulator, tmp_path, case):
+    api = emulator.app.apis["box"]
+    app_config = api.new_jwt_app(PASSPHRASE)
+    settings = jwt_settings(emulator, app_config, "jwt_config_file", tmp_path)
+    path = settings["jwt_config_file"]
+    text = json.dumps(app_config)
+    settings, expected = {
+        "wrong passphrase": (
+            {**settings, "jwt_config_file": None,
+             "jwt_config": with_auth(app_config, passphrase="Tr0ub4dor&3")},
+            "box.jwt_config: boxAppSettings.appAuth.privateKey cannot be decrypted with "
+            "boxAppSettings.appAuth.passphrase (a wrong passphrase, or a damaged key)"),
+        "not a box config": (
+            {**settings, "jwt_config_file": None,
+             "jwt_config": json.dumps({"type": "service_account", "private_key": "x"})},
+            "box.jwt_config is not a Box app config.json with a key pair: "
+            "boxAppSettings.clientID, boxAppSettings.clientSecret, "
+            "boxAppSettings.appAuth.publicKeyID, boxAppSettings.appAuth.privateKey missing; "
+            "download it from the app's Configuration tab in the Box Developer Console: "
+            "Add and Manage Public Keys > Generate a Public/Private Keypair"),
+        "missing file": (
+            {**settings, "jwt_config_file": path + ".missing"},
+            f"box.jwt_config_file {path + '.missing'!r} cannot be read: "
+            "No such file or directory"),
+        "two auth methods": (
+            {**settings, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+            "box.client_id, box.client_secret, box.jwt_config_file are set: set only one way "
+            "to authenticate to Box (box.access_token, or box.client_id + box.client_secret, "
+            "or box.jwt_config, or box.jwt_config_file)"),
+        "text and file": (
+            {**settings, "jwt_config": text},
+            "box.jwt_config, box.jwt_config_file are set: set only one way to authenticate "
+            "to Box"),
+        "user without id": (
+            {**settings, "subject_type": "user"},
+            "box.subject_type is 'user' but box.subject_id is not set"),
+    }[case]
+
+    run = run_tap({"box": settings})
+
+    assert run.returncode == 1
+    errors = config_errors(run)
+    assert len(errors) == 1 and errors[0].startswith(expected), run.stderr
+    assert not emulator.requests("box"), "the tap sent a request with an unusable config"
+    assert "Traceback" not in run.stderr
+    assert_no_secret(run, secrets_in(app_config, api) | {"Tr0ub4dor&3"})
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_a_token_endpoint_echoing_the_request_leaks_no_part_of_the_app_config(
+        emulator, tmp_path, level):
+    """The token endpoint quotes the request body (assertion, client secret) in its error,
+    cut short in the middle of the assertion: the part quoted is masked all the same."""
+    api = emulator.app.apis["box"]
+    app_config = api.new_jwt_app(PASSPHRASE)
+    emulator.inject("box", "echo", path="/oauth2/token", status=400, times=100)
+
+    run = run_tap({"box": jwt_settings(emulator, app_config, "jwt_config", tmp_path)},
+                  env={"TAP_EVENTS_LOGLEVEL": level})
+
+    assert run.returncode == 1
+    errors = [line for line in log_lines(run, "ERROR") if "Box token request failed" in line]
+    assert errors and all("request POST /box/oauth2/token" in line and
+                          "&assertion=*** (check box.jwt_config" in line
+                          for line in errors), run.stderr
+    assert_no_secret(run, secrets_in(app_config, api))
