@@ -20,6 +20,7 @@ Facts this module relies on (../shared/apis/box.md):
 from __future__ import annotations
 
 import datetime
+import functools
 import typing as t
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -305,7 +306,12 @@ def jwt_app_text(settings: t.Mapping[str, t.Any]) -> tuple[str, str]:
 
 
 def jwt_app(settings: t.Mapping[str, t.Any]) -> box_jwt.BoxApp:
-    return box_jwt.read_app_config(*jwt_app_text(settings))
+    return read_app_config(*jwt_app_text(settings))
+
+
+#: Decrypting the key takes a fifth of a second (the passphrase is stretched on purpose):
+#: once for the check before any request, not again for the authenticator.
+read_app_config = functools.lru_cache(maxsize=2)(box_jwt.read_app_config)
 
 
 def jwt_subject(settings: t.Mapping[str, t.Any], app: box_jwt.BoxApp) -> str:
