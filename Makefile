@@ -5,16 +5,27 @@ VENV := .venv
 # e.g. make demo DEMO_ARGS="--events 20000 --new-events 1000"
 DEMO_ARGS ?=
 
-.PHONY: install meltano demo test lint meltano-settings docs-settings clean
+.PHONY: install lock meltano demo test lint meltano-settings docs-settings hub-definition clean
 
-# Reinstalled when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# Every version pinned (requirements/constraints.txt, refreshed by `make lock`), build
+# dependencies included: CI installs what the last `make lock` resolved, not what PyPI serves
+# that day. Reinstalled when pyproject.toml or the pins change.
+CONSTRAINTS := requirements/constraints.txt
+PIP_INSTALL := $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	--constraint $(CONSTRAINTS)
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) --build-constraint $(CONSTRAINTS) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# After changing a dependency (pyproject.toml, Meltano's version in scripts/pipeline.py, the
+# loader's pip_url in meltano.yml): re-resolve and re-pin everything (scripts/lock.py).
+lock: install
+	$(PIP_INSTALL) uv
+	$(VENV)/bin/python -m scripts.lock
 
 # Meltano in .venv-meltano, the plugins in .meltano/ (then: .venv-meltano/bin/meltano run ...).
 meltano: install
@@ -37,6 +48,10 @@ meltano-settings: install
 # After adding a setting: regenerate README.md's settings table and sample_config.json.
 docs-settings: install
 	$(VENV)/bin/python -m scripts.docs_settings --write
+
+# After adding a setting or changing pyproject's metadata: regenerate the Meltano Hub definition.
+hub-definition: install
+	$(VENV)/bin/python -m scripts.hub_definition --write
 
 # Removes what the demo and Meltano installed and stored (including Meltano's state).
 clean:

@@ -36,6 +36,8 @@ MELTANO_VENV = ROOT / ".venv-meltano"
 MELTANO = MELTANO_VENV / "bin" / "meltano"
 #: Kept in step with `requires_meltano` in meltano.yml.
 MELTANO_REQUIREMENT = "meltano>=4.4,<5"
+#: The versions of Meltano and its dependencies, pinned by `make lock` (scripts/lock.py).
+MELTANO_CONSTRAINTS = ROOT / "requirements" / "meltano.txt"
 JOB = ("tap-events", "target-postgres")
 
 
@@ -54,7 +56,8 @@ def ensure_meltano(say: t.Callable[[str], None] = print) -> float:
         say(f"creating {MELTANO_VENV.name} with {MELTANO_REQUIREMENT} ...")
         step([sys.executable, "-m", "venv", str(MELTANO_VENV)], "creating .venv-meltano")
         step([str(MELTANO_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
-              "--disable-pip-version-check", MELTANO_REQUIREMENT], "pip install meltano")
+              "--disable-pip-version-check", "--constraint", str(MELTANO_CONSTRAINTS),
+              MELTANO_REQUIREMENT], "pip install meltano")
     say("meltano install (tap-events, target-postgres) ...")
     step([str(MELTANO), "install"], "meltano install", env=meltano_env({}))
     return time.monotonic() - started

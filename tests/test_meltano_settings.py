@@ -57,7 +57,7 @@ def test_settings_map_schema_types_to_meltano_kinds():
 def test_declared_capabilities_are_ones_the_tap_has():
     tap = plugin("extractors", "tap-events")
     assert tap["namespace"] == "tap_events"
-    assert tap["pip_url"] == "-e ."
+    assert tap["pip_url"].split()[:2] == ["-e", "."]
     assert set(tap["capabilities"]) <= set(about()["capabilities"])
     assert {"catalog", "discover", "state", "about"} <= set(tap["capabilities"])
 
