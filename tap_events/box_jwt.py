@@ -32,6 +32,9 @@ GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_LIFETIME_SECONDS = 30
 #: Box wants a `jti` of 16 to 128 characters, never used before: 32 random bytes, base64url.
 JTI_BYTES = 32
+#: A config.json is about 2 KiB; a path to anything far larger (a device, a log) is a mistake
+#: that must not fill the memory.
+MAX_CONFIG_BYTES = 64 * 1024
 #: Where each field sits in the Developer Console's `config.json`.
 FIELDS = {
     "client_id": ("boxAppSettings", "clientID"),
@@ -109,11 +112,20 @@ def read_app_config(text: str, setting: str) -> BoxApp:
 def read_app_config_file(path: str, setting: str) -> str:
     """The text of the file at `path`, or one line saying why it cannot be read."""
     try:
-        return Path(path).expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else (
-            type(error).__name__)
-        raise BoxAppConfigError(f"{setting} {path!r} cannot be read: {reason}") from None
+        with Path(path).expanduser().open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise BoxAppConfigError(
+            f"{setting} {path!r} cannot be read: {error.strerror or type(error).__name__}"
+        ) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise BoxAppConfigError(f"{setting} {path!r} is not a Box app config.json: larger than "
+                                f"{MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BoxAppConfigError(
+            f"{setting} {path!r} is not a Box app config.json: not UTF-8 text") from None
 
 
 def decrypt_private_key(pem: str, passphrase: str | None, setting: str) -> RSAPrivateKey:

@@ -163,6 +163,12 @@ def test_an_unreadable_file_is_named(tmp_path):
         f"box.jwt_config_file {str(missing)!r} cannot be read: No such file or directory")
     with pytest.raises(BoxAppConfigError, match="cannot be read: Is a directory"):
         box_jwt.read_app_config_file(str(tmp_path), "box.jwt_config_file")
+    with pytest.raises(BoxAppConfigError, match=r"config\.json: larger than 64 KiB"):
+        box_jwt.read_app_config_file("/dev/zero", "box.jwt_config_file")
+    binary = tmp_path / "key.der"
+    binary.write_bytes(bytes([0x30, 0x82, 0xff, 0xfe]))
+    with pytest.raises(BoxAppConfigError, match=r"is not a Box app config\.json: not UTF-8 text"):
+        box_jwt.read_app_config_file(str(binary), "box.jwt_config_file")
 
 
 def test_secrets_of_a_config_cover_every_form_of_the_key(console):
