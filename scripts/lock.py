@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,15 +42,25 @@ def target_requirement() -> str:
     return loader["pip_url"].split()[0]
 
 
+def local_projects() -> dict[str, Path]:
+    """The distributions this repository builds, by name: the tap, and each folder beside it
+    with a pyproject.toml (the emulator, `emulator/`). Installed from here, never pinned."""
+    paths = [ROOT / "pyproject.toml", *sorted(ROOT.glob("*/pyproject.toml"))]
+    return {tomllib.loads(path.read_text())["project"]["name"]: path.parent for path in paths}
+
+
 def compile_lock(requirements: list[str], output: Path, *, project: bool = False) -> None:
-    """Resolve `requirements` (and, with `project`, pyproject.toml with its `test` extra)
-    into the pinned constraints file `output`."""
+    """Resolve `requirements` (and, with `project`, pyproject.toml with its `test` extra and
+    every local project) into the pinned constraints file `output`."""
     sources = ["pyproject.toml", "--extra=test"] if project else []
+    if project:
+        requirements = [f"-e {path.relative_to(ROOT).as_posix()}"
+                        for path in local_projects().values()] + requirements
     command = [
         sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--universal",
         "--python-version", PYTHON, "--custom-compile-command", "make lock",
-        "--no-emit-package", "tap-events", "--output-file", str(output.relative_to(ROOT)),
-        *sources, "-",
+        *(f"--no-emit-package={name}" for name in local_projects()),
+        "--output-file", str(output.relative_to(ROOT)), *sources, "-",
     ]
     # The requirements come on stdin, so the file names no temporary path.
     subprocess.run(command, cwd=ROOT, check=True, text=True,

@@ -14,6 +14,7 @@ Shared by the demo (`python -m scripts.demo`) and tests/test_meltano_e2e.py so b
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -61,6 +62,19 @@ def ensure_meltano(say: t.Callable[[str], None] = print) -> float:
     say("meltano install (tap-events, target-postgres) ...")
     step([str(MELTANO), "install"], "meltano install", env=meltano_env({}))
     return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def meltano_project_lock() -> Iterator[None]:
+    """Exclusive use of this checkout's Meltano project across processes (parallel test
+    workers): `meltano install` rewrites the plugin virtualenvs a running job uses."""
+    MELTANO_VENV.parent.joinpath(".meltano").mkdir(exist_ok=True)
+    with open(MELTANO_VENV.parent / ".meltano" / "project.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def meltano_env(overrides: Mapping[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from scripts.lock import CONSTRAINTS, MELTANO_LOCK, ROOT, TARGET_LOCK, TOOLS
+from scripts.lock import CONSTRAINTS, MELTANO_LOCK, ROOT, TARGET_LOCK, TOOLS, local_projects
 from scripts.pipeline import MELTANO_REQUIREMENT
 
 
@@ -34,19 +34,26 @@ def pins(path) -> dict[str, str]:
     return found
 
 
-def project_requirements(extra: str = "test") -> list[Requirement]:
-    """The tap's dependencies plus `extra`'s, following the extras it names of the tap."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted, seen, found = [extra], set(), [Requirement(r) for r in project["dependencies"]]
+def project_requirements() -> list[Requirement]:
+    """What installing the tap with its `test` extra asks of PyPI: every requirement, followed
+    through the extras and the local projects (the emulator) it names, which are installed
+    from this checkout instead."""
+    projects = {canonicalize_name(name): tomllib.loads((path / "pyproject.toml").read_text())
+                ["project"] for name, path in local_projects().items()}
+    wanted, seen, found = [Requirement("tap-events[test]")], set(), []
     while wanted:
-        name = wanted.pop()
-        seen.add(name)
-        for line in project["optional-dependencies"][name]:
-            requirement = Requirement(line)
-            if canonicalize_name(requirement.name) == canonicalize_name(project["name"]):
-                wanted += [e for e in requirement.extras if e not in seen]
-            else:
-                found.append(requirement)
+        requirement = wanted.pop()
+        name = canonicalize_name(requirement.name)
+        if name not in projects:
+            found.append(requirement)
+            continue
+        for extra in {"", *requirement.extras}:
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            lines = (projects[name]["dependencies"] if extra == ""
+                     else projects[name]["optional-dependencies"][extra])
+            wanted += [Requirement(line) for line in lines]
     return found
 
 
