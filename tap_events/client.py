@@ -1,16 +1,16 @@
-"""The shared base of every HTTP event stream: settings, timeouts, retries, errors, state.
+"""The stream base: what every endpoint of every API shares, so API modules only declare.
 
-Each API module subclasses `EventStream` once for its API (auth, error-body format, paging)
-and then once per endpoint. Behaviour is layered on the SDK's public hooks
-(`validate_response`, `backoff_*`, `post_process`, `sync`); the one private SDK call is
-`_write_state_message` in `checkpoint()` (see there), guarded by tests/test_sdk_contract.py.
+An API module subclasses `EventStream` (or `CursorStream`) once per endpoint and declares its
+path, schema, key, cursor and paginator; this base owns the rest: settings, auth (the
+`Source`'s factory, one per API per run), requests through the API's `HttpClient`
+(tap_events/http.py), the page loop with prefetch, in-run dedupe on the key, the `start_date`
+filter, the per-run window, retention checks, checkpoints and one-line failures. Private SDK
+members are used only through tap_events/sdk_internals.py.
 """
 
 from __future__ import annotations
 
 import datetime
-import email.utils
-import json
 import logging
 import time
 import typing as t
@@ -19,67 +19,61 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from http import HTTPStatus
 
-import backoff
-import orjson
-import requests
-from singer_sdk import RESTStream
-from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.helpers._catalog import pop_deselected_record_properties
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
+from singer_sdk.streams.rest import PageContext
 
-from tap_events import retention
-from tap_events.redact import redact
-from tap_events.writer import BufferedRecordWriter
+from tap_events import retention, sdk_internals
+from tap_events.errors import TapEventsError, describe_failure, prefix
+from tap_events.http import decode, page_body
+from tap_events.oauth import ClientCredentials
 
 if t.TYPE_CHECKING:
+    import requests
+    from requests import Session
+    from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
+    from singer_sdk.pagination import BaseAPIPaginator
 
-    from tap_events.source import Source
+    from tap_events.http import HttpClient, Timeout
+    from tap_events.run import RunContext
+    from tap_events.source import Auth, Source
     from tap_events.tail import TailRun
 
-#: Longest wait honoured for one Retry-After / X-RateLimit-Reset unless configured otherwise.
-DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
-#: Seconds to connect, and to wait for the API's answer (or its next bytes), unless configured
-#: otherwise: a dead socket is noticed within a minute, not the SDK's 300 s.
-CONNECT_TIMEOUT_SECONDS = 10
-DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
 #: The SDK's own log line for a failing stream, which `EventStream.sync` replaces by one line
 #: naming the cause (see `EventStream.log`).
 SDK_FAILURE_LINE = "An unhandled error occurred while syncing"
 
 
-
-class TapEventsError(FatalAPIError):
-    """A failure explained in one line: API, stream, HTTP status, the API's words, what to check.
-
-    Raised instead of a bare traceback; the tap prints `str(error)` and exits non-zero.
-    """
-
-    def __init__(self, message: str, response: requests.Response | None = None) -> None:
-        # Like RetriableAPIError: the response is an attribute, so `str(error)` stays the
-        # one-line message (FatalAPIError alone would print the args tuple).
-        super().__init__(message)
-        self.response = response
-
-
-class EventStream(RESTStream):
+class EventStream(sdk_internals.FastRecordPath):
     """Base class for one endpoint of one API."""
 
-    #: Set by `Source.__post_init__` for every stream the source lists.
-    source: t.ClassVar[Source]
+    #: The setting (under the API's key) the stream's URL comes from; errors name it.
+    url_setting: t.ClassVar[str] = "api_url"
 
     #: What to check for an HTTP status, per API: {401: "check box.access_token"}.
     error_hints: t.ClassVar[t.Mapping[int, str]] = {}
 
+    #: Drop records whose primary key was already emitted in this run (at-least-once feeds).
+    dedupe: t.ClassVar[bool] = False
     #: Events remembered per run to drop the repeats at-least-once feeds send. Bounded so
     #: memory stays flat however long the run; repeats arrive close together.
     DEDUPE_WINDOW = 50_000
 
+    #: The record field compared with `start_date`, for APIs that cannot filter by time
+    #: themselves: an ISO 8601 date-time, or an integer of epoch milliseconds.
+    start_date_field: t.ClassVar[str | None] = None
+
+    #: Streams reading one closed time window per run (`window_end`): how far behind "now"
+    #: the window ends. None: no window.
+    window_lag: t.ClassVar[datetime.timedelta | None] = None
+
     #: How long the API keeps events, when it documents a limit. A bookmark older than this
     #: means events were purged before the tap read them (see `check_retention`).
     retention: t.ClassVar[datetime.timedelta | None] = None
+
+    #: False for streaming bodies (SSE), which must not be read up front.
+    expects_json: t.ClassVar[bool] = True
 
     # Records are JSON from the API and the schemas are complete (tests/test_schemas.py checks
     # every emitted record against its schema), so the SDK's recursive per-field type
@@ -89,14 +83,26 @@ class EventStream(RESTStream):
     #: The tail phase this stream is listening in (tap_events/tail.py); None in a batch run.
     tail: TailRun | None = None
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._seen_ids: OrderedDict[str, None] = OrderedDict()
+    def __init__(self, tap: Tap, *, source: Source, run: RunContext) -> None:
+        #: The API this stream reads (plain data: the tap hands it over).
+        self.source = source
+        #: What this run's streams share (config, secrets, HTTP, auth, failures).
+        self.run = run
+        super().__init__(tap)
+        self._seen_ids: OrderedDict[t.Hashable, None] = OrderedDict()
         self._pages_done = 0
         #: Retention gaps found this run, reported as a failure once data and state are out.
         self._gaps: list[str] = []
-        self._extracted_at = utc_now()
+        self._extracted_at = sdk_internals.utc_now()
         self._extracted_until = 0.0
+        if self.window_lag is not None:
+            self.window_end = self.window_now()
+
+    @classmethod
+    def for_settings(cls, settings: t.Mapping[str, t.Any]) -> type[EventStream]:
+        """The class to build for these API settings: a stream whose feed is chosen by a
+        setting names one class per feed here (the public stream name stays the same)."""
+        return cls
 
     # ----------------------------------------------------------------- settings
 
@@ -105,28 +111,47 @@ class EventStream(RESTStream):
         """This stream's API settings (`config[source.name]` with defaults)."""
         return self.source.settings(self.config)
 
-    @property
-    def url_base(self) -> str:
-        return str(self.settings["api_url"]).rstrip("/")
+    def setting_name(self, key: str) -> str:
+        """`box.api_url`: how a setting is named in errors."""
+        return f"{self.source.name}.{key}"
 
     @property
-    def timeout(self) -> tuple[float, float]:  # type: ignore[override]
+    def url_base(self) -> str:
+        return str(self.settings[self.url_setting]).rstrip("/")
+
+    @property
+    def http(self) -> HttpClient:
+        """The API's HTTP client for this run, shared by its streams."""
+        return self.run.http(self.source)
+
+    @property
+    def requests_session(self) -> Session:
+        """The API's session: the SDK builds page requests on it (`build_prepared_request`)."""
+        return self.http.session
+
+    @property
+    def authenticator(self) -> Auth:  # type: ignore[override]
+        """The API's authenticator, chosen by its `Source` and shared by its streams."""
+        return self.run.auth(self.source)
+
+    @property
+    def timeout(self) -> Timeout:  # type: ignore[override]
         """``(connect, read)`` seconds; the read timeout is `request_timeout_seconds`."""
-        read = self.config.get("request_timeout_seconds") or DEFAULT_REQUEST_TIMEOUT_SECONDS
-        return (CONNECT_TIMEOUT_SECONDS, float(read))
+        return self.http.timeout()
 
     @property
     def secrets(self) -> list[str]:
         """Every secret value this run knows of, for redaction."""
-        return getattr(self._tap, "secret_values", [])
+        return self.run.secrets
 
-    def shared(self, key: str, factory: t.Callable[[], t.Any]) -> t.Any:
-        """One object per API per run (a token, a session) shared by that API's streams."""
-        resources = self._tap.__dict__.setdefault("shared_resources", {})
-        full_key = (self.source.name, key)
-        if full_key not in resources:
-            resources[full_key] = factory()
-        return resources[full_key]
+    @property
+    def record_writer(self) -> t.Any:
+        return self.run.writer
+
+    @property
+    def error_prefix(self) -> str:
+        """`Box stream 'box_events': `, the start of every message about this stream."""
+        return prefix(self.source.label, self.name)
 
     # ----------------------------------------------------------------- sync
 
@@ -143,6 +168,9 @@ class EventStream(RESTStream):
                 self.source.credentials_hint(),
             )
             return
+        if self.tail is not None and self.window_lag is not None:
+            # Each poll of a tail run reads a new window, up to the time of that poll.
+            self.window_end = self.window_now()
         failures: list[str] = []
         try:
             super().sync(context)
@@ -157,7 +185,7 @@ class EventStream(RESTStream):
         # A gap was logged when found; it fails the run only now, after what exists was loaded.
         failures += self._gaps
         if failures:
-            self._tap.record_failure(self.name, "; ".join(failures))
+            self.run.record_failure(self.name, "; ".join(failures))
 
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         """Check the bookmark against the API's retention, then read as usual.
@@ -180,11 +208,6 @@ class EventStream(RESTStream):
         """
         return self.request_records(context)
 
-    def request_decorator(self, func: t.Callable) -> t.Callable:
-        """The SDK's retrying request; while tailing, other streams write while it waits."""
-        send = self.retrying(func)
-        return send if self.tail is None else self.tail.unlocked(send)
-
     @cached_property
     def start_date(self) -> datetime.datetime | None:
         """`start_date` as an aware datetime (the tap refuses one without a UTC offset)."""
@@ -193,6 +216,11 @@ class EventStream(RESTStream):
             return None
         moment = datetime.datetime.fromisoformat(value)
         return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+    def window_now(self) -> datetime.datetime:
+        """The end of a window starting now: `window_lag` ago, in whole seconds."""
+        lag = self.window_lag or datetime.timedelta(0)
+        return (datetime.datetime.now(datetime.UTC) - lag).replace(microsecond=0)
 
     # ----------------------------------------------------------------- retention
 
@@ -203,6 +231,21 @@ class EventStream(RESTStream):
         """
         value = self.get_starting_replication_key_value(context)
         return None if value in (None, "", self.config.get("start_date")) else value
+
+    def parsed_bookmark(self, context: Context | None, parse: t.Callable[[str], t.Any],
+                        expected: str) -> t.Any | None:
+        """The bookmark read by `parse`, None on a first run; a bookmark `parse` refuses
+        (ValueError) is one clear error naming what was `expected`."""
+        value = self.bookmark(context)
+        if value is None:
+            return None
+        try:
+            return parse(str(value))
+        except ValueError:
+            raise TapEventsError(
+                f"{self.error_prefix}the state bookmark {value!r} is not {expected}; fix or "
+                "remove it in the state"
+            ) from None
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         """When the last event already loaded was recorded; None on a first run.
@@ -250,40 +293,44 @@ class EventStream(RESTStream):
 
     def describe_failure(self, error: BaseException) -> str:
         """One line for a failure; stack traces only with --log-level debug."""
-        if isinstance(error, TapEventsError):
-            text = str(error)
-            # Errors raised outside a stream's own code (a token shared by an API's streams)
-            # do not know which stream hit them.
-            if f"stream '{self.name}'" not in text:
-                text = f"{self.source.label} stream '{self.name}': {text}"
-            return redact(text, self.secrets)
-        if isinstance(error, RetriableAPIError):
-            # Already one line naming the API, the stream and the response.
-            return redact(f"{error}; gave up after {self.backoff_max_tries()} tries",
-                          self.secrets)
-        if isinstance(error, requests.exceptions.RequestException):
-            text = f"{type(error).__name__}: {error}"
-            return redact(
-                f"{self.source.label} stream '{self.name}' failed after retries: {text} "
-                f"(check {self.source.name}.api_url and the network)",
-                self.secrets,
-            )
-        text = f"{type(error).__name__}: {error}".replace("\n", " ")
-        return redact(
-            f"{self.source.label} stream '{self.name}' failed: {text} (the API sent data the "
-            f"tap cannot read; TAP_EVENTS_LOGLEVEL=DEBUG shows the traceback)",
-            self.secrets,
-        )
+        return describe_failure(error, label=self.source.label, stream=self.name,
+                                api=self.source.name, tries=self.backoff_max_tries(),
+                                secrets=self.secrets)
 
     def checkpoint(self) -> None:
         """Emit STATE now, so a run killed later resumes from here.
 
         Called between pages, when every record of the previous page has been written and
-        counted into the bookmark. The SDK emits STATE only every STATE_MSG_FREQUENCY records
-        and has no public hook for "now"; `_write_state_message` is the method it calls itself
-        for that (it writes only when the state changed). Pinned by singer-sdk <0.55.
+        counted into the bookmark (it writes only when the state changed).
         """
-        self._write_state_message()
+        sdk_internals.write_state_message(self)
+
+    # ----------------------------------------------------------------- requests
+
+    def request_decorator(self, func: t.Callable) -> t.Callable:
+        """The API's retrying request; while tailing, other streams write while it waits."""
+        send = self.http.retrying(func, self)
+        return send if self.tail is None else self.tail.unlocked(send)
+
+    def send_page(self, prepared: requests.PreparedRequest, context: Context | None
+                  ) -> requests.Response:
+        """One try at one page: authenticate (a fresh token after a 401), send, classify."""
+        response = self.http.request(self.authenticator(prepared),
+                                  setting=self.setting_name(self.url_setting),
+                                  timeout=self.timeout, stream=not self.expects_json)
+        sdk_internals.log_request_duration(self, response, context)
+        self.validate_response(response)
+        return response
+
+    def prepare_page(self, context: Context | None, paginator: BaseAPIPaginator
+                     ) -> requests.PreparedRequest:
+        """The next page's request, from the SDK's public `get_http_request`."""
+        request = self.get_http_request(
+            page=PageContext(stream_context=context, next_page_token=paginator.current_value))
+        body = "json" if self.payload_as_json else "data"
+        return self.build_prepared_request(
+            method=request.method, url=request.url, params=request.encode_params(),
+            headers=request.headers, **{body: request.data})
 
     # ----------------------------------------------------------------- paging
 
@@ -297,25 +344,27 @@ class EventStream(RESTStream):
     def request_records(self, context: Context | None) -> t.Iterator[dict]:
         """The SDK's page loop (`RESTStream.request_records`), plus adaptive prefetch.
 
-        Same order of events as the SDK's: a page is parsed (and the previous page
-        checkpointed) only after every record of the previous page was yielded; the run stops
-        on the first page without records. What differs: the next page's request is prepared
-        as soon as this page's token is known and, when worth it, sent from a worker thread
-        while this page's records are written. Uses the SDK's own `_prepare_request` and
-        `_request` (pinned SDK range; tests/test_sdk_contract.py).
+        Same order of events as the SDK's, and the same `http_request_count` metric: a page is
+        parsed (and the previous page checkpointed) only after every record of the previous
+        page was yielded; the run stops on the first page without records. What differs: the
+        next page's request is prepared as soon as this page's token is known and, when worth
+        it, sent from a worker thread while this page's records are written.
         """
         paginator = self.get_new_paginator() or SinglePagePaginator()
-        send = self.request_decorator(self._request)
+        send = self.request_decorator(self.send_page)
 
         def fetch(background: bool) -> requests.Response | Future:
-            prepared = self._prepare_request(context=context, page=paginator)
+            prepared = self.prepare_page(context, paginator)
             return pool.submit(send, prepared, context) if background else send(prepared, context)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name) as pool:
+        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name) as pool,
+              self.get_http_request_counter() as request_counter):
+            request_counter.with_context(context)
             prefetch = False
             pending = fetch(background=False)
             while True:
                 response = pending.result() if isinstance(pending, Future) else pending
+                request_counter.increment()
                 records = iter(self.parse_response(response))
                 first = next(records, None)
                 if first is None:
@@ -358,11 +407,17 @@ class EventStream(RESTStream):
             self.checkpoint()
         self._pages_done += 1
         # Streaming bodies (`expects_json = False`) have no decoded body: the module reads them.
-        for record in self.parse_page(getattr(response, "decoded", None), response):
+        body = self.page_body(response) if self.expects_json else None
+        for record in self.parse_page(body, response):
             # Before `post_process`, which may use the keys (dedupe); missing ones may be
             # added there (the tenant of a partition), so they are checked again after it.
             self.check_keys(record, present_only=True)
             yield record
+
+    @staticmethod
+    def page_body(response: requests.Response) -> t.Any:
+        """The decoded JSON body of a page (paginators read it too: `http.page_body`)."""
+        return page_body(response)
 
     def check_keys(self, record: t.Any, *, present_only: bool = False) -> None:
         """Refuse a record whose primary key is missing or of the wrong type, naming the stream.
@@ -373,8 +428,8 @@ class EventStream(RESTStream):
         """
         if not isinstance(record, dict):
             raise TapEventsError(
-                f"{self.source.label} stream '{self.name}': the API sent an event that is not "
-                f"a JSON object: {str(record)[:80]!r}"
+                f"{self.error_prefix}the API sent an event that is not a JSON object: "
+                f"{str(record)[:80]!r}"
             )
         for key, expected in self.key_types.items():
             if present_only and key not in record:
@@ -382,9 +437,9 @@ class EventStream(RESTStream):
             value = record.get(key)
             if not isinstance(value, expected) or isinstance(value, bool) or value == "":
                 raise TapEventsError(
-                    f"{self.source.label} stream '{self.name}': an event whose key '{key}' is "
-                    f"{value!r}, not a {expected.__name__} (the API sent data that breaks the "
-                    f"stream's schema): {str(record)[:120]}"
+                    f"{self.error_prefix}an event whose key '{key}' is {value!r}, not a "
+                    f"{expected.__name__} (the API sent data that breaks the stream's "
+                    f"schema): {str(record)[:120]}"
                 )
 
     @cached_property
@@ -403,67 +458,47 @@ class EventStream(RESTStream):
         raise NotImplementedError
 
     def validate_response(self, response: requests.Response) -> None:
-        """Classify a response and decode its JSON body once (inside the retry loop).
+        """Classify a response and decode its JSON body once (`HttpClient.check`)."""
+        if response.status_code != HTTPStatus.UNAUTHORIZED:
+            self.authenticated()
+        self.http.check(response, self, setting=self.setting_name(self.url_setting),
+                        expects_json=self.expects_json)
 
-        A truncated or garbled 200 body is retried like a dropped connection; after the
-        last try it becomes a one-line error naming the stream.
-        """
-        status = response.status_code
-        if status == HTTPStatus.UNAUTHORIZED and self.retry_after_refresh(response):
-            raise RetriableAPIError(self.error_message(response), response)
-        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            raise RetriableAPIError(self.error_message(response), response)
-        if status >= HTTPStatus.BAD_REQUEST:
-            raise TapEventsError(self.error_message(response), response)
-        if self.expects_json:
-            try:
-                response.decoded = self.decode(response.content)  # type: ignore[attr-defined]
-            except ValueError as error:
-                raise RetriableAPIError(
-                    f"{self.source.label} stream '{self.name}': HTTP {status} with a body that "
-                    f"is not valid JSON ({error}); {len(response.content)} bytes received "
-                    f"(check {self.source.name}.api_url, and any proxy between)",
-                    response,
-                ) from error
-
-    #: False for streaming bodies (SSE), which must not be read up front.
-    expects_json: t.ClassVar[bool] = True
-
-    @staticmethod
-    def decode(body: bytes) -> t.Any:
-        """Decode JSON with orjson; the stdlib takes what orjson refuses (ints over 64 bits)."""
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return json.loads(body)
+    decode = staticmethod(decode)
 
     def retry_after_refresh(self, response: requests.Response) -> bool:
-        """Whether a 401 deserves one retry with a fresh token (OAuth streams override)."""
+        """Whether a 401 deserves a retry: with minted tokens, mint one new token, once per
+        401 (a second 401 in a row means the new token is refused too)."""
+        auth = self.authenticator
+        if isinstance(auth, ClientCredentials) and self.name not in auth.refreshed_for:
+            auth.refreshed_for.add(self.name)
+            auth.invalidate()
+            return True
         return False
 
+    def authenticated(self) -> None:
+        """A request got past authentication: a later 401 (a token revoked or expired
+        early, an hour on) gets its own new token and retry."""
+        auth = self.authenticator
+        if isinstance(auth, ClientCredentials):
+            auth.refreshed_for.discard(self.name)
+
     def api_error_text(self, response: requests.Response) -> str:
-        """The API's own words for an error response; API modules refine this."""
+        """The API's own words for an error response (none when they only repeat the HTTP
+        reason); API modules refine this."""
         try:
-            body = orjson.loads(response.content)
+            body = decode(response.content)
         except ValueError:
-            return response.text[:200].strip()
+            body = None
+        text = response.text[:200].strip()
         if isinstance(body, dict):
-            for key in ("message", "title", "error_description", "error", "detail"):
-                if body.get(key):
-                    return str(body[key])
-        return response.text[:200].strip()
+            text = next((str(body[key]) for key in
+                         ("message", "title", "error_description", "error", "detail")
+                         if body.get(key)), text)
+        return "" if text.lower() == (response.reason or "").lower() else text
 
     def error_message(self, response: requests.Response) -> str:
-        status = response.status_code
-        reason = response.reason or ""
-        hint = self.error_hint(status)
-        text = self.api_error_text(response)
-        message = (
-            f"{self.source.label} stream '{self.name}': HTTP {status} {reason}"
-            + (f": {text}" if text else "")
-            + (f" ({hint})" if hint else "")
-        )
-        return redact(message.replace("\n", " "), self.secrets)
+        return self.http.error_message(response, self)
 
     def error_hint(self, status: int) -> str:
         """What to check for this status: the API's own hint, else one that fits every API."""
@@ -476,7 +511,7 @@ class EventStream(RESTStream):
             return (f"check that {self.source.credentials_hint()} may read this stream; "
                     "not retried")
         if status == HTTPStatus.NOT_FOUND:
-            return f"check {self.source.name}.api_url"
+            return f"check {self.setting_name(self.url_setting)}"
         if status == HTTPStatus.BAD_REQUEST:
             return f"check the {self.source.name} settings and this stream's bookmark in the state"
         if status == HTTPStatus.TOO_MANY_REQUESTS:
@@ -485,162 +520,80 @@ class EventStream(RESTStream):
             return "the API failed; retried with back-off"
         return ""
 
-    # ----------------------------------------------------------------- retries
-
-    #: What the SDK retries (`RESTStream.request_decorator`, singer-sdk 0.54).
-    RETRIED_ERRORS = (
-        ConnectionResetError,
-        RetriableAPIError,
-        requests.exceptions.Timeout,
-        requests.exceptions.ConnectionError,
-        requests.exceptions.ChunkedEncodingError,
-        requests.exceptions.ContentDecodingError,
-    )
-
-    def retrying(self, func: t.Callable) -> t.Callable:
-        """The SDK's retry decorator, with python-backoff's own log lines at debug level.
-
-        `backoff_handler` already logs each retry, and `sync` the final failure, in one line
-        each; backoff would add "Backing off ..." and an ERROR "Giving up ...".
-        """
-        return backoff.on_exception(
-            self.backoff_wait_generator,
-            self.RETRIED_ERRORS,
-            max_tries=self.backoff_max_tries,
-            on_backoff=self.backoff_handler,
-            jitter=self.backoff_jitter,
-            logger=self.logger,
-            backoff_log_level=logging.DEBUG,
-            giveup_log_level=logging.DEBUG,
-        )(func)
-
     def backoff_max_tries(self) -> int:
-        return int(self.config.get("max_retries", 6))
-
-    def backoff_wait_generator(self) -> t.Generator[float, t.Any, None]:
-        """Per request: python-backoff primes the generator, then sends each exception."""
-        attempt = 0
-        error = yield  # type: ignore[misc]
-        while True:
-            attempt += 1
-            error = yield self.retry_wait(error, attempt)
+        return self.http.max_tries
 
     def retry_wait(self, error: Exception, attempt: int) -> float:
-        """Seconds to wait before the next try: what the API asked for, else back-off."""
-        cap = float(self.config.get("max_retry_wait_seconds", DEFAULT_MAX_RETRY_WAIT_SECONDS))
-        response = getattr(error, "response", None)
-        if response is not None and response.status_code == HTTPStatus.UNAUTHORIZED:
-            return 0.0  # the one retry with a fresh token (`retry_after_refresh`)
-        asked = retry_after_seconds(response) if response is not None else None
-        if asked is not None:
-            if asked > cap:
-                raise TapEventsError(
-                    f"{self.source.label} stream '{self.name}': the API asked to wait "
-                    f"{asked:.0f} s, more than max_retry_wait_seconds={cap:.0f}",
-                    response,
-                ) from error
-            return asked
-        return min(cap, float(2 ** (attempt - 1)))
-
-    def backoff_handler(self, details: t.Mapping[str, t.Any]) -> None:
-        error = details.get("exception")
-        what = str(error) if isinstance(error, RetriableAPIError) else type(error).__name__
-        self.logger.warning(
-            "%s: retry %d in %.1f s after %s",
-            self.name,
-            details.get("tries", 0),
-            details.get("wait", 0.0),
-            redact(what, self.secrets),
-        )
+        """Seconds to wait before the next try (`HttpClient.retry_wait`)."""
+        return self.http.retry_wait(error, attempt, self)
 
     # ----------------------------------------------------------------- records
 
-    # The SDK's per-record path spends more time on bookkeeping than on the record. The three
-    # private methods below replace the parts that do nothing for these streams; each is
-    # pinned by a digest of the SDK method it replaces (tests/test_sdk_contract.py), so an SDK
-    # upgrade that changes them fails the tests instead of silently changing behaviour.
+    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+        """`complete` the record, then drop repeats (`dedupe`) and events before `start_date`."""
+        row = self.complete(row, context)
+        if self.dedupe and self.seen_before(self.key_of(row)):
+            return None
+        if self.start_date_field is not None and self.before_start(row):
+            return None
+        return row
 
-    def _write_record_message(self, record: dict) -> None:
-        """The SDK's `_write_record_message` + `_generate_record_messages`, minus waste.
+    def complete(self, row: dict, context: Context | None) -> dict:
+        """Add what the API leaves out of a record (the tenant of a partition)."""
+        return row
 
-        Same output as the SDK's: the record through each stream map, one RECORD line each,
-        then the state marked unflushed. What goes: the walk that drops deselected fields runs
-        only when the catalog deselects something (the SDK walks every record, 10 % of its
-        per-record time); no type conformance (TYPE_CONFORMANCE_LEVEL); no `RecordMessage`
-        object and `to_dict` per record: the writer encodes the line directly, with
-        `time_extracted` taken once a second instead of once a record.
-        """
-        self.check_keys(record)
-        writer = self._tap.message_writer
-        if not isinstance(writer, BufferedRecordWriter):
-            super()._write_record_message(record)
-            return
-        if self.has_deselected_fields:
-            pop_deselected_record_properties(record, self.schema, self.mask)
-        extracted = self.time_extracted()
-        for stream_map in self.stream_maps:
-            mapped = stream_map.transform(record)
-            if mapped is not None:
-                writer.write_record(
-                    stream_map.stream_alias, mapped, self._stream_version, extracted
-                )
-        self.state_manager.is_flushed = False
+    def key_of(self, row: dict) -> t.Hashable:
+        """The record's primary key, as one value."""
+        keys = self.primary_keys or ()
+        return row[keys[0]] if len(keys) == 1 else tuple(row[key] for key in keys)
 
-    def _process_record(
-        self,
-        record: dict,
-        child_context: Context | None = None,
-        partition_context: Context | None = None,
-    ) -> None:
-        """The SDK copies partition keys into the record and syncs child streams per record;
-        a stream without partitions and children has neither, so the per-record call of a
-        generator and a stream-map filter is skipped."""
-        if partition_context or self.child_streams:
-            super()._process_record(record, child_context, partition_context)
+    @cached_property
+    def start_ms(self) -> int | None:
+        """`start_date` in epoch milliseconds."""
+        return None if self.start_date is None else int(self.start_date.timestamp() * 1000)
+
+    def before_start(self, row: dict) -> bool:
+        """Whether the record happened before `start_date` (`start_date_field`)."""
+        value = row.get(self.start_date_field or "")
+        if self.start_date is None or value is None or value == "":
+            return False
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value < t.cast("int", self.start_ms)
+        return datetime.datetime.fromisoformat(str(value)) < self.start_date
 
     def time_extracted(self) -> datetime.datetime:
         """`time_extracted` of the RECORD lines: now (UTC), renewed once a second."""
         now = time.monotonic()
         if now >= self._extracted_until:
-            self._extracted_at = utc_now()
+            self._extracted_at = sdk_internals.utc_now()
             self._extracted_until = now + 1.0
         return self._extracted_at
 
-    @property
-    def has_deselected_fields(self) -> bool:
-        if not hasattr(self, "_has_deselected_fields"):
-            self._has_deselected_fields = not all(self.mask.values())
-        return self._has_deselected_fields
-
-    def seen_before(self, event_id: str) -> bool:
-        """True for an id already emitted in this run (bounded window, oldest forgotten)."""
-        if event_id in self._seen_ids:
+    def seen_before(self, key: t.Hashable) -> bool:
+        """True for a key already emitted in this run (bounded window, oldest forgotten)."""
+        if key in self._seen_ids:
             return True
-        self._seen_ids[event_id] = None
+        self._seen_ids[key] = None
         if len(self._seen_ids) > self.DEDUPE_WINDOW:
             self._seen_ids.popitem(last=False)
         return False
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """`Retry-After` (seconds or HTTP date) or `X-RateLimit-Reset` (epoch or seconds)."""
-    headers = response.headers
-    value = headers.get("Retry-After")
-    if value:
-        value = value.strip()
-        if value.replace(".", "", 1).isdigit():
-            return float(value)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    reset = headers.get("X-RateLimit-Reset")
-    if reset and reset.replace(".", "", 1).isdigit():
-        number = float(reset)
-        # Epoch seconds are large; small numbers are a delay.
-        return max(0.0, number - time.time()) if number > 1e9 else number
-    return None
+class CursorStream(EventStream):
+    """A stream whose bookmark is the cursor of the last record emitted.
 
+    The cursor (the replication key) is whatever the API pages or resumes by, often opaque or
+    only grouped in order: the SDK is told the records are sorted and not to check it, so the
+    value of the last record written wins (shared/notes/singer-sdk.md 1.1). A STATE then
+    never points past an unemitted record.
+    """
 
-logging.getLogger("backoff").setLevel(logging.ERROR)
+    is_sorted = True
+    check_sorted = False
+
+    def bookmark_cursor(self, value: t.Any, context: Context | None) -> None:
+        """Make `value` the bookmark though no record carries it (an API that answers "start
+        from here" with a cursor and no events), the way the SDK sets it from a record."""
+        self.state_manager.increment_state({self.replication_key: value}, context=context,
+                                           replication_key=self.replication_key)
+        self.state_manager.is_flushed = False

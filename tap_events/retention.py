@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from singer_sdk import typing as th
 
+from tap_events.errors import prefix
+
 #: The setting, under an API's key, that acknowledges a gap past that API's retention. Listed
 #: in the settings of every API whose streams set `EventStream.retention`.
 ALLOW_GAP_SETTING = th.Property(
@@ -53,14 +55,14 @@ def gap_report(
             return None
         return GapReport(
             logging.WARNING,
-            f"{label} stream '{stream}': the bookmark is {duration_text(age)} old and {kept}: "
+            f"{prefix(label, stream)}the bookmark is {duration_text(age)} old and {kept}: "
             "run the tap more often, or the next missed run loses events for good",
             is_gap=False,
         )
     oldest_kept = now - retention
     setting = f"{api}.{ALLOW_GAP_SETTING.name}"
     message = (
-        f"{label} stream '{stream}': events recorded between {iso_second(since)} and "
+        f"{prefix(label, stream)}events recorded between {iso_second(since)} and "
         f"{iso_second(oldest_kept)} ({duration_text(oldest_kept - since)}) may be missing for "
         f"good: the bookmark is {duration_text(age)} old and {kept} (run the tap at least "
         f"every {duration_text(retention)}; set {setting}=true to acknowledge this gap)"

@@ -2,7 +2,8 @@
 
 Each module in `tap_events/sources/` builds one `Source`; `tap_events/sources/__init__.py`
 lists them. The tap's config schema, discovery and the "is this API configured?" check are all
-derived from these objects, so adding an API means adding one module and one line.
+derived from these objects, so adding an API means adding one module and one line. A `Source`
+is plain data: the tap hands each stream it builds its source (`EventStream(source=...)`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from dataclasses import dataclass, field
 from singer_sdk import typing as th
 
 if t.TYPE_CHECKING:
-    from tap_events.client import EventStream
+    import requests
+
+    from tap_events.http import HttpClient
+
+#: What authenticates a request (an SDK authenticator): called on each request before it is sent.
+Auth = t.Callable[["requests.PreparedRequest"], "requests.PreparedRequest"]
+#: Makes an API's authenticator from its settings and its HTTP client (for token requests).
+AuthFactory = t.Callable[[t.Mapping[str, t.Any], "HttpClient"], Auth]
 
 
 @dataclass(frozen=True)
@@ -29,17 +37,17 @@ class Source:
     properties: tuple[th.Property, ...]
     #: Alternative sets of settings, any one of which is enough to run the streams.
     credential_sets: tuple[tuple[str, ...], ...]
-    streams: tuple[type[EventStream], ...] = field(default=())
+    #: The authenticator, chosen from the settings; made once per run and shared by the
+    #: API's streams (`RunContext.auth`).
+    authenticator: AuthFactory
+    #: The stream classes (`client.EventStream` subclasses) reading this API.
+    streams: tuple[type, ...] = field(default=())
     #: Secret values computed from the settings (an HTTP Basic token is base64 of
     #: `key:secret`), so they are redacted like the secret settings themselves.
     derived_secrets: t.Callable[[t.Mapping[str, t.Any]], t.Iterable[str]] | None = None
     #: What is wrong with this API's settings (defaults filled in) beyond what the JSON
     #: schema can say, one line each: checked before any request.
     settings_errors: t.Callable[[t.Mapping[str, t.Any]], list[str]] | None = None
-
-    def __post_init__(self) -> None:
-        for stream_class in self.streams:
-            stream_class.source = self
 
     @property
     def config_property(self) -> th.Property:

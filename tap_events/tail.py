@@ -29,14 +29,43 @@ import typing as t
 
 from singer_sdk import typing as th
 
+from tap_events.sdk_internals import restart_from_bookmark
+
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
 
     import requests
     from singer_sdk.helpers.types import Context
 
-    from tap_events.client import EventStream
-    from tap_events.tap import TapEvents
+
+class ListeningStream(t.Protocol):
+    """What the tail asks of a stream (`client.EventStream`), named here so this module and
+    the stream base need not import each other."""
+
+    name: str
+    tail: TailRun | None
+
+    def sync(self, context: Context | None = None) -> None: ...
+
+    def finalize_state_progress_markers(self, state: dict | None = None) -> None: ...
+
+    def checkpoint(self) -> None: ...
+
+    def request_records(self, context: Context | None) -> t.Iterable[dict]: ...
+
+
+class Listener(t.Protocol):
+    """What the tail asks of the tap (`tap.TapEvents`)."""
+
+    config: Mapping[str, t.Any]
+    tail_run: TailRun | None
+    message_writer: t.Any
+    logger: t.Any
+
+    @property
+    def failures(self) -> dict[str, str]: ...
+
+    def listening_streams(self) -> list[ListeningStream]: ...
 
 SETTINGS = (
     th.Property(
@@ -145,7 +174,7 @@ class TailRun:
 
         return call
 
-    def body_chunks(self, response: requests.Response, chunk_size: int,
+    def body_chunks(self, response: requests.Response, chunks: Iterator[bytes],
                     idle_seconds: float) -> Iterator[bytes]:
         """The chunks of a streamed response, each read while waiting, none past the deadline.
 
@@ -154,7 +183,6 @@ class TailRun:
         """
         connection = getattr(response.raw, "connection", None)
         sock = getattr(connection, "sock", None)
-        chunks = response.iter_content(chunk_size=chunk_size)
         while not self.over:
             if sock is not None:
                 sock.settimeout(self.read_timeout(idle_seconds))
@@ -167,13 +195,13 @@ class TailRun:
     # ----------------------------------------------------------------- streams
 
     @staticmethod
-    def read_new(stream: EventStream, context: Context | None) -> Iterator[dict]:
+    def read_new(stream: ListeningStream, context: Context | None) -> Iterator[dict]:
         """The stream's normal incremental request, from what it has emitted so far (for
         streams that read more than once within one sync, like Box on each `new_change`)."""
-        resume_from_bookmark(stream, context)
+        restart_from_bookmark(stream, context)  # type: ignore[arg-type]
         yield from stream.request_records(context)
 
-    def follow(self, stream: EventStream, failures: Mapping[str, str]) -> None:
+    def follow(self, stream: ListeningStream, failures: Mapping[str, str]) -> None:
         """One listening stream's thread: the SDK's sync, its records from `tail_records`.
 
         A stream with a push channel listens within one sync until the deadline. The others
@@ -192,7 +220,7 @@ class TailRun:
             finally:
                 stream.tail = None
 
-    def checkpoint(self, streams: Iterable[EventStream]) -> None:
+    def checkpoint(self, streams: Iterable[ListeningStream]) -> None:
         """STATE now, for whatever the streams emitted since the last one."""
         with self.holding():
             for stream in streams:
@@ -210,20 +238,7 @@ class TailRun:
             self.lock.acquire(timeout=STOP_WAIT_SECONDS)
 
 
-def resume_from_bookmark(stream: EventStream, context: Context | None) -> None:
-    """Make the stream's next request start at its current bookmark.
-
-    The SDK fixes a stream's starting value once per sync (`starting_replication_value`,
-    read by `get_starting_replication_key_value`); a listening stream reads again and
-    again within one sync, each time from what it has emitted so far. Pinned by
-    tests/test_sdk_contract.py.
-    """
-    state = stream.get_context_state(context)
-    if state.get("replication_key_value") is not None:
-        state["starting_replication_value"] = state["replication_key_value"]
-
-
-def listen(tap: TapEvents) -> None:
+def listen(tap: Listener) -> None:
     """The tail phase of a run: every stream that synced listens until the deadline.
 
     Does nothing unless `tail_seconds` is set. Streams that failed, were deselected or
@@ -232,11 +247,8 @@ def listen(tap: TapEvents) -> None:
     run = TailRun.from_config(tap.config)
     if run is None:
         return
-    streams = [
-        stream for stream in tap.streams.values()
-        if stream.selected and stream.source.is_configured(tap.config)
-        and stream.name not in tap.failures
-    ]
+    streams = [stream for stream in tap.listening_streams()
+               if stream.name not in tap.failures]
     if not streams:
         return
     tap.logger.info(

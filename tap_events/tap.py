@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import sys
 import typing as t
-from urllib.parse import urlsplit
 
-from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_events import parallel, tail
+from tap_events import config, parallel, sdk_internals, tail
+from tap_events.client import EventStream
 from tap_events.redact import RedactingFilter, redact
+from tap_events.run import RunContext
 from tap_events.sources import SOURCES
 from tap_events.writer import BufferedRecordWriter
 
 if t.TYPE_CHECKING:
-    from types import FrameType
-
     from singer_sdk.streams import Stream
 
 
-class TapEvents(Tap):
+class TapEvents(sdk_internals.TerminationHook):
     """Singer tap for SaaS event streams."""
 
     name = "tap-events"
@@ -73,34 +70,59 @@ class TapEvents(Tap):
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        self.failures: dict[str, str] = {}
+        #: What this run's streams share; filled in once the config is known.
+        self.run = RunContext()
         #: The tail phase while it runs (tap_events/tail.py).
         self.tail_run: tail.TailRun | None = None
         try:
             super().__init__(*args, **kwargs)
         except ConfigValidationError as error:
             # jsonschema quotes the value it refuses: a secret in the wrong type would be shown.
-            secrets = secret_values(getattr(self, "_config", None) or {})
+            secrets = config.secret_values(sdk_internals.config_as_given(self), SOURCES)
             raise ConfigValidationError(
                 str(error),
                 errors=[redact(message, secrets) for message in error.errors],
                 schema=error.schema,
             ) from None
-        self.secret_values = secret_values(self.config)
-        redacting = RedactingFilter(self.secret_values)
+        self.run.config = self.config
+        self.run.writer = self.message_writer
+        self.run.secrets += config.secret_values(self.config, SOURCES)
+        redacting = RedactingFilter(self.run.secrets)
         for handler in logging.getLogger().handlers:
             handler.addFilter(redacting)
         if kwargs.get("validate_config", True):
-            errors = settings_errors(self.config)
+            errors = config.settings_errors(self.config, SOURCES)
             if errors:
                 raise ConfigValidationError("Config validation failed", errors=errors)
 
+    @property
+    def failures(self) -> dict[str, str]:
+        """Streams that failed this run, with their one-line reason."""
+        return self.run.failures
+
+    @property
+    def secret_values(self) -> list[str]:
+        """Every secret value this run knows of (redacted from logs and errors)."""
+        return self.run.secrets
+
     def discover_streams(self) -> list[Stream]:
         """Every stream of every API, whatever is configured: a sync skips the rest."""
-        return [stream(tap=self) for source in SOURCES for stream in source.streams]
+        streams = []
+        for source in SOURCES:
+            given = self.config.get(source.name)
+            settings = source.settings(self.config) if isinstance(given, dict | None) else {}
+            streams += [stream.for_settings(settings)(self, source=source, run=self.run)
+                        for stream in source.streams]
+        return streams
+
+    def listening_streams(self) -> list[EventStream]:
+        """The streams a tail phase listens on: selected, of a configured API."""
+        return [stream for stream in self.streams.values()
+                if isinstance(stream, EventStream) and stream.selected
+                and stream.source.is_configured(self.config)]
 
     def record_failure(self, stream_name: str, message: str) -> None:
-        self.failures[stream_name] = message
+        self.run.record_failure(stream_name, message)
 
     def sync_all(self) -> None:
         """Sync every selected stream; a failed stream does not stop the others.
@@ -120,18 +142,15 @@ class TapEvents(Tap):
             self.logger.error(
                 "%d stream(s) failed: %s",
                 len(self.failures),
-                redact(summary, self.secret_values),
+                redact(summary, self.run.secrets),
             )
             sys.exit(1)
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+    def before_termination(self) -> None:
         """SIGTERM/SIGINT: the SDK writes the final STATE and exits 0; while tailing, the
-        listening streams are stopped first, so that STATE is the last line written.
-        Overrides a private SDK method (pinned: singer-sdk <0.55; tests/test_sdk_contract.py).
-        """
+        listening streams are stopped first, so that STATE is the last line written."""
         if self.tail_run is not None:
             self.tail_run.stop()
-        super()._handle_termination(signum, frame)
 
     def apis_to_sync(self) -> dict[str, set[str]]:
         """The selected streams of each configured API, by API name."""
@@ -170,59 +189,6 @@ def can_fork_output() -> bool:
     except (AttributeError, OSError, ValueError):
         return False
     return True
-
-
-def secret_values(config: t.Mapping[str, t.Any]) -> list[str]:
-    """Every secret in the config, as text: settings marked secret (whatever their type, as
-    a wrongly typed one is still a secret), and what each API derives from them."""
-    values: list[str] = []
-    for source in SOURCES:
-        settings = config.get(source.name)
-        if not isinstance(settings, dict):
-            continue
-        for key in source.secret_settings:
-            value = settings.get(key)
-            if value:
-                values.append(str(value))
-                values += [str(item) for item in value] if isinstance(value, list) else []
-        if source.derived_secrets:
-            values += source.derived_secrets(settings)
-    return values
-
-
-def settings_errors(config: t.Mapping[str, t.Any]) -> list[str]:
-    """What the JSON schema cannot say: date formats, and secrets only over TLS."""
-    errors = []
-    start_date = config.get("start_date")
-    if start_date:
-        try:
-            parsed = datetime.datetime.fromisoformat(start_date)
-        except (TypeError, ValueError):
-            parsed = None
-        if parsed is None or parsed.tzinfo is None:
-            errors.append(
-                f"start_date {start_date!r} is not an ISO 8601 date-time with a UTC offset "
-                "(e.g. 2026-01-01T00:00:00Z)"
-            )
-    for source in SOURCES:
-        if not source.is_configured(config):
-            continue
-        if source.settings_errors:
-            errors += source.settings_errors(source.settings(config))
-        for key, value in source.settings(config).items():
-            if key.endswith("_url") and isinstance(value, str) and not is_safe_url(value):
-                errors.append(
-                    f"{source.name}.{key} {value!r}: credentials are only sent over https "
-                    "(plain http is allowed to 127.0.0.1/localhost only)"
-                )
-    return errors
-
-
-def is_safe_url(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
 
 
 if __name__ == "__main__":

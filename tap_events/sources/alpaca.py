@@ -13,13 +13,9 @@ Facts this module relies on (../shared/apis/alpaca.md):
   `:heartbeat` (keep-alive, which resets the idle timer);
 - a `data:` payload may be one event or a list of them (admin actions), and may span lines.
 
-How it sits on the SDK: one SSE connection is one "page". The session streams (`stream=True`),
-so `validate_response` sees the status before any body is read and the SDK's authenticator,
-connect-time retries and error handling apply unchanged. The paginator asks for another
-connection after every one that brought new events, starting again a little before the newest
-event emitted; the SDK ends the stream at the first connection with nothing new that closed
-cleanly. A connection cut short (the comments above, a dropped socket, silence past the idle
-timeout) asks for another connection even when it brought nothing, within the retry budget.
+How it sits on the SDK: see tap_events/sse_stream.py (one connection per "page"). The
+paginator asks for another connection after every one that brought new events, starting
+again a little before the newest event emitted.
 
 Tail mode (tap_events/tail.py) is the one place a request goes out without `until`: once the
 stream has caught up, one connection stays open and each event is emitted as it arrives; a
@@ -32,32 +28,28 @@ from __future__ import annotations
 
 import datetime
 import re
-import time
 import typing as t
-from dataclasses import dataclass
 from http import HTTPStatus
 
-import requests
 from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
-from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_events import sse, ulid
-from tap_events.client import EventStream, TapEventsError
+from tap_events import ulid
+from tap_events.errors import TapEventsError
 from tap_events.redact import basic_credentials
 from tap_events.source import Source
+from tap_events.sse_stream import SSEStream
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Mapping
 
     from singer_sdk.helpers.types import Context
+
 
 #: The tap-added field carrying the bookmark: the greatest ULID emitted so far.
 CURSOR_FIELD = "max_event_ulid"
 #: Where a first run without `start_date` starts: the oldest event Alpaca keeps.
 OLDEST = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-#: Bytes asked of the socket at a time. Chunked responses hand over each event as it comes.
-READ_CHUNK_BYTES = 16 * 1024
 _DROPPED = re.compile(r"dropped (\d+) messages")
 
 # ------------------------------------------------------------------------------ settings
@@ -170,45 +162,13 @@ FUNDING_STATUS_SCHEMA = event_schema(
 # ------------------------------------------------------------------------------ streams
 
 
-@dataclass(frozen=True)
-class Connection:
-    """The paginator's token: which connection of the run, reading from when."""
-
-    number: int
-    since: datetime.datetime
-
-
-class ReconnectPaginator(BaseAPIPaginator[Connection | None]):
-    """One SSE connection per page; the stream decides where the next one starts."""
-
-    def __init__(self, stream: AlpacaStream) -> None:
-        super().__init__(start_value=None)
-        self.stream = stream
-
-    def get_next(self, response: requests.Response) -> Connection | None:
-        if self.stream.tail is not None and self.stream.tail.over:
-            return None
-        number = self.current_value.number + 1 if self.current_value else 1
-        return Connection(number, self.stream.read_from())
-
-    def continue_if_empty(self, response: requests.Response) -> bool:
-        """A connection cut short with nothing new is retried; a clean one ends the stream."""
-        return bool(getattr(response, "interruption", None))
-
-
-class AlpacaStream(EventStream):
+class AlpacaStream(SSEStream):
     """One Broker SSE endpoint: subclasses name the path, the id field and the schema."""
 
     id_field: t.ClassVar[str] = "event_id"
-    replication_key = CURSOR_FIELD
     # The cursor field only grows (it is a running maximum), so every STATE is a resume point.
-    is_sorted = True
-    check_sorted = False
-    expects_json = False
-    # The next connection starts from what this one delivered: nothing to fetch ahead.
-    PREFETCH = False
-    # A replay is one long response: STATE every this many records, not only between pages.
-    STATE_MSG_FREQUENCY = 1000
+    replication_key = CURSOR_FIELD
+    RECONNECT_AT_ONCE = ("slow-reader",)
 
     error_hints: t.ClassVar[Mapping[int, str]] = {
         HTTPStatus.UNAUTHORIZED: "check alpaca.api_key and alpaca.api_secret (sandbox and "
@@ -221,51 +181,17 @@ class AlpacaStream(EventStream):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        # requests' Session.send defaults `stream` from the session: bodies are read as they
-        # arrive, while the SDK's request path (auth, retries, validate_response) is unchanged.
-        self.requests_session.stream = True
         self._until: datetime.datetime | None = None
         self._resumed_from: str | None = None
         self._newest: str | None = None
-        self._interruptions = 0
-
-    @property
-    def authenticator(self) -> BasicAuthenticator:
-        settings = self.settings
-        return self.shared("auth", lambda: BasicAuthenticator(
-            username=settings["api_key"], password=settings["api_secret"]))
-
-    @property
-    def http_headers(self) -> dict:
-        return {**super().http_headers, "Accept": "text/event-stream"}
-
-    @property
-    def timeout(self) -> tuple[float, float]:  # type: ignore[override]
-        """The read timeout is the idle timer: any byte (an event, a heartbeat) resets it.
-
-        While tailing it is also cut to the time left, so a quiet stream ends on time.
-        """
-        idle = float(self.settings["idle_timeout_seconds"])
-        return (10, idle if self.tail is None else self.tail.read_timeout(idle))
-
-    def tail_records(self, context: Context | None) -> Iterator[dict]:
-        """One open connection, reconnected as needed, until the tail's budget ends."""
-        yield from self.request_records(context)
-
-    def get_new_paginator(self) -> ReconnectPaginator:
-        return ReconnectPaginator(self)
 
     # ----------------------------------------------------------------- bounds
 
-    def get_url_params(self, context: Context | None, next_page_token: Connection | None
-                       ) -> dict[str, t.Any]:
+    def bound_params(self, since: datetime.datetime) -> dict[str, t.Any]:
         """`since` and `until`, always both: without `until` the server never closes.
 
         Except while tailing, where not closing is the point: `since` alone.
         """
-        if next_page_token is None:
-            self.start_run(context)
-        since = next_page_token.since if next_page_token else self.read_from()
         if self.tail is not None:
             return {"since": rfc3339(since)}
         assert self._until is not None
@@ -289,58 +215,7 @@ class AlpacaStream(EventStream):
         # Whole seconds, rounded down: the read may start earlier, never later.
         return max(start, since.replace(microsecond=0))
 
-    # ----------------------------------------------------------------- reading
-
-    def parse_page(self, body: None, response: requests.Response) -> Iterator[dict]:
-        """The new events of one connection, until it closes or must be reconnected.
-
-        Each event is yielded only once the previous one was written (the SDK pulls the next
-        record after writing one), so `_newest` always describes what was emitted.
-        """
-        interruption: str | None = None
-        fresh = 0
-        chunks: Iterable[bytes] = (
-            response.iter_content(chunk_size=READ_CHUNK_BYTES) if self.tail is None
-            # Tailing: other streams write while this one waits; the budget ends the read.
-            else self.tail.body_chunks(response, READ_CHUNK_BYTES, self.timeout[1])
-        )
-        try:
-            for item in sse.parse(chunks):
-                if isinstance(item, sse.Comment):
-                    interruption = self.read_comment(item.text)
-                    if interruption:
-                        break
-                    continue
-                try:
-                    events = self.events_of(item)
-                except ValueError as error:
-                    interruption = f"an event that is not valid JSON ({error})"
-                    break
-                for event in events:
-                    if self.is_new(event):
-                        fresh += 1
-                        yield event
-        except requests.exceptions.RequestException as error:
-            interruption = self.describe_lost_connection(error)
-        finally:
-            response.close()
-        if self.tail is not None:
-            # The budget's end is no interruption; a close before it is one (the server
-            # never ends a stream without `until` by itself).
-            interruption = None if self.tail.over else interruption or "a closed connection"
-        response.interruption = interruption  # type: ignore[attr-defined]
-        if interruption:
-            self.before_reconnect(interruption, fresh)
-        else:
-            self._interruptions = 0
-
-    def events_of(self, item: sse.Event) -> list[dict]:
-        """A `data:` payload: one event or a list of them."""
-        payload = self.decode(item.data.encode())
-        events = payload if isinstance(payload, list) else [payload]
-        if not all(isinstance(event, dict) for event in events):
-            raise ValueError(f"expected an object or a list of objects: {item.data[:80]!r}")
-        return events
+    # ----------------------------------------------------------------- events
 
     def is_new(self, event: dict) -> bool:
         """Drop what this run already emitted, and stamp the rest with the running maximum.
@@ -352,8 +227,8 @@ class AlpacaStream(EventStream):
         event_id = event.get(self.id_field)
         if not ulid.is_ulid(event_id):
             raise TapEventsError(
-                f"{self.source.label} stream '{self.name}': an event without a ULID in "
-                f"'{self.id_field}': {str(event)[:120]}"
+                f"{self.error_prefix}an event without a ULID in '{self.id_field}': "
+                f"{str(event)[:120]}"
             )
         event_id = event_id.upper()
         if self.seen_before(event_id):
@@ -373,34 +248,6 @@ class AlpacaStream(EventStream):
         if "internal server error" in text.lower():
             return "the server's 'internal server error' notice"
         return None
-
-    def describe_lost_connection(self, error: requests.exceptions.RequestException) -> str:
-        if "timed out" in str(error).lower():
-            return f"no event or heartbeat for {self.settings['idle_timeout_seconds']} s"
-        return f"a lost connection ({type(error).__name__})"
-
-    def before_reconnect(self, interruption: str, fresh: int) -> None:
-        """Count connections cut short without a new event; wait before the next one.
-
-        A slow-reader notice is followed at once (waiting would only lose more); other cuts
-        back off like a failed request. The budget is `max_retries` cuts in a row.
-        """
-        self._interruptions = 0 if fresh else self._interruptions + 1
-        if self._interruptions >= self.backoff_max_tries():
-            raise TapEventsError(
-                f"{self.source.label} stream '{self.name}': the stream was cut short by "
-                f"{interruption} {self._interruptions} times in a row without a new event "
-                f"(check {self.source.name}.api_url and the network)"
-            )
-        wait = 0.0
-        if "slow-reader" not in interruption:
-            wait = self.retry_wait(RuntimeError(interruption), self._interruptions + 1)
-        self.logger.warning("%s: reconnecting in %.1f s after %s", self.name, wait,
-                            interruption)
-        if wait and self.tail is not None:
-            self.tail.sleep(wait)
-        elif wait:
-            time.sleep(wait)
 
 
 class AlpacaAdminActionEventsStream(AlpacaStream):
@@ -457,6 +304,8 @@ SOURCE = Source(
     label="Alpaca",
     properties=SETTINGS,
     credential_sets=(("api_key", "api_secret"),),
+    authenticator=lambda settings, http: BasicAuthenticator(
+        username=settings["api_key"], password=settings["api_secret"]),
     streams=(AlpacaAdminActionEventsStream, AlpacaTradeEventsStream,
              AlpacaAccountStatusEventsStream, AlpacaJournalStatusEventsStream,
              AlpacaFundingStatusEventsStream),

@@ -22,26 +22,28 @@ from __future__ import annotations
 import datetime
 import functools
 import typing as t
-from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-import requests
 from singer_sdk import typing as th
-from singer_sdk.authenticators import BearerTokenAuthenticator, OAuthAuthenticator
-from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator
 
 from tap_events import box_jwt
-from tap_events.client import EventStream, TapEventsError
-from tap_events.redact import redact
+from tap_events.box_longpoll import LongPollStream
+from tap_events.client import CursorStream
+from tap_events.http import page_body
+from tap_events.oauth import ClientCredentials
 from tap_events.retention import ALLOW_GAP_SETTING
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Mapping
 
+    import requests
     from singer_sdk.helpers.types import Context
+
+    from tap_events.http import HttpClient
 
 #: The position a feed starts from when there is no bookmark: the oldest retained event...
 OLDEST = "0"
@@ -200,100 +202,52 @@ EVENT_SCHEMA = th.PropertiesList(
 # ------------------------------------------------------------------------------ auth
 
 
-class BoxClientCredentials(OAuthAuthenticator):
-    """Client Credentials Grant: the tap mints its own tokens and refreshes them."""
+class BoxClientCredentials(ClientCredentials):
+    """Box's Client Credentials Grant: the token acts as the app's service account or a user."""
 
-    #: Refresh this long before expiry so a token never dies between check and use.
-    EARLY_REFRESH_SECONDS = 60
+    label = "Box"
+    token_url_setting = "box.token_url"
+    credentials_hint = "box.client_id, box.client_secret, box.subject_type and box.subject_id"
 
-    def __init__(self, settings: dict[str, t.Any], secrets: list[str]) -> None:
-        #: The run's secret values (shared with the log filter): each minted token joins them.
-        self.secrets = secrets
-        super().__init__(
-            auth_endpoint=settings["token_url"],
-            client_id=settings["client_id"],
-            client_secret=settings["client_secret"],
-            default_expiration=3600,
-        )
-        self.subject_type = settings["subject_type"]
-        self.subject_id = settings.get("subject_id")
+    def __init__(self, settings: Mapping[str, t.Any], http: HttpClient) -> None:
+        super().__init__(token_url=settings["token_url"], client_id=settings["client_id"],
+                         client_secret=settings["client_secret"], http=http)
+        self.subject = {"box_subject_type": settings["subject_type"]}
+        if settings.get("subject_id"):
+            self.subject["box_subject_id"] = settings["subject_id"]
 
-    @property
-    def oauth_request_body(self) -> dict:
-        body = {
-            "grant_type": "client_credentials",
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-            "box_subject_type": self.subject_type,
-        }
-        if self.subject_id:
-            body["box_subject_id"] = self.subject_id
-        return body
-
-    def is_token_valid(self) -> bool:
-        if self.last_refreshed is None or not self.access_token:
-            return False
-        if not self.expires_in:
-            return True
-        age = (datetime.datetime.now(datetime.UTC) - self.last_refreshed).total_seconds()
-        return age < self.expires_in - self.EARLY_REFRESH_SECONDS
-
-    def update_access_token(self) -> None:
-        super().update_access_token()
-        if self.access_token:
-            self.secrets.append(self.access_token)
-
-    def invalidate(self) -> None:
-        self.access_token = None
-        self.last_refreshed = None
-
-    #: What to check when Box refuses a token request.
-    SETTINGS_HINT = "check box.client_id, box.client_secret, box.subject_type and box.subject_id"
-
-    def handle_error(self, *, content: str, status_code: int | None) -> None:
-        """Box answers token failures in OAuth form: {"error", "error_description"}."""
-        try:
-            body = EventStream.decode(content.encode())
-            text = f"{body.get('error')}: {body.get('error_description')}"
-        except (ValueError, AttributeError):
-            text = content[:200]
-        raise TapEventsError(
-            redact(f"Box token request failed: HTTP {status_code}: {text} "
-                   f"({self.SETTINGS_HINT})", self.secrets)
-        )
+    def extra_body(self) -> dict[str, str]:
+        return self.subject
 
 
 class BoxJWT(BoxClientCredentials):
     """JWT server auth: each token request carries a new assertion signed with the app's key.
 
-    Minting, early refresh and the one retry after a 401 are the client credentials' own;
-    only the request body differs (Box's JWT bearer grant, ../shared/apis/box.md).
+    Minting, early refresh and the retry after a 401 are the client credentials' own; only
+    the request body differs (Box's JWT bearer grant, ../shared/apis/box.md).
     """
 
-    SETTINGS_HINT = (f"check box.{JWT_CONFIG} (or box.{JWT_CONFIG_FILE}), box.subject_type, "
-                     "box.subject_id, box.token_url (the assertion's audience) and this "
-                     "machine's clock")
+    credentials_hint = (f"box.{JWT_CONFIG} (or box.{JWT_CONFIG_FILE}), box.subject_type, "
+                        "box.subject_id, box.token_url (the assertion's audience) and this "
+                        "machine's clock")
 
-    def __init__(self, settings: dict[str, t.Any], secrets: list[str]) -> None:
+    def __init__(self, settings: Mapping[str, t.Any], http: HttpClient) -> None:
         self.app = jwt_app(settings)
         #: Box checks that the assertion is addressed to the URL it was sent to.
         self.audience = settings["token_url"]
+        self.subject_type = settings["subject_type"]
+        self.subject_id = jwt_subject(settings, self.app)
         super().__init__({**settings, "client_id": self.app.client_id,
-                          "client_secret": self.app.client_secret,
-                          "subject_id": jwt_subject(settings, self.app)}, secrets)
+                          "client_secret": self.app.client_secret}, http)
 
     @property
     def oauth_request_body(self) -> dict:
         assertion = self.app.assertion(audience=self.audience, subject_type=self.subject_type,
-                                       subject_id=str(self.subject_id))
+                                       subject_id=self.subject_id)
         # A secret before it travels: a server echoing the request body is masked too.
-        self.secrets.append(assertion)
-        return {
-            "grant_type": box_jwt.GRANT_TYPE,
-            "assertion": assertion,
-            "client_id": self.client_id,
-            "client_secret": self.client_secret,
-        }
+        self.http.secrets.append(assertion)
+        return {"grant_type": box_jwt.GRANT_TYPE, "assertion": assertion,
+                "client_id": self.client_id, "client_secret": self.client_secret}
 
 
 def jwt_app_text(settings: t.Mapping[str, t.Any]) -> tuple[str, str]:
@@ -364,20 +318,20 @@ class BoxPositionPaginator(BaseAPIPaginator[str]):
     """Follows `next_stream_position`; the SDK stops on the first empty page."""
 
     def get_next(self, response: requests.Response) -> str | None:
-        position = response.decoded.get("next_stream_position")  # type: ignore[attr-defined]
+        position = page_body(response).get("next_stream_position")
         return None if position in (None, "", 0, OLDEST) else str(position)
 
 
-class BoxStream(EventStream):
-    """What both Box feeds share: auth, error format, paging, the position cursor."""
+class BoxStream(CursorStream):
+    """What both Box feeds share: error format, paging, the position cursor."""
 
     path = "/events"
     primary_keys: t.ClassVar[list[str]] = ["event_id"]
     schema = EVENT_SCHEMA
-    replication_key = POSITION_FIELD
-    is_sorted = True
     # Positions are opaque: the bookmark is the position carried by the last emitted event.
-    check_sorted = False
+    replication_key = POSITION_FIELD
+    dedupe = True
+    start_date_field = "created_at"
 
     @property
     def error_hints(self) -> dict[int, str]:  # type: ignore[override]
@@ -395,35 +349,6 @@ class BoxStream(EventStream):
             HTTPStatus.BAD_REQUEST: "check box.event_types and box.page_size",
         }
 
-    @property
-    def authenticator(self) -> BearerTokenAuthenticator | BoxClientCredentials:
-        settings = self.settings
-        if settings.get("access_token"):
-            return self.shared(
-                "auth", lambda: BearerTokenAuthenticator(token=settings["access_token"])
-            )
-        if settings.get(JWT_CONFIG) or settings.get(JWT_CONFIG_FILE):
-            return self.shared("auth", lambda: BoxJWT(settings, self.secrets))
-        return self.shared("auth", lambda: BoxClientCredentials(settings, self.secrets))
-
-    #: Set when a 401 has minted a new token, until a request gets past authentication.
-    _refreshed = False
-
-    def retry_after_refresh(self, response: requests.Response) -> bool:
-        """A 401 with minted tokens: mint one new token and retry once (per 401: a token
-        revoked an hour later gets its own new token)."""
-        auth = self.authenticator
-        if isinstance(auth, BoxClientCredentials) and not self._refreshed:
-            self._refreshed = True
-            auth.invalidate()
-            return True
-        return False
-
-    def validate_response(self, response: requests.Response) -> None:
-        if response.status_code != HTTPStatus.UNAUTHORIZED:
-            self._refreshed = False
-        super().validate_response(response)
-
     def api_error_text(self, response: requests.Response) -> str:
         """Box's ClientError: `code: message (request_id …)`."""
         try:
@@ -440,9 +365,8 @@ class BoxStream(EventStream):
     def get_new_paginator(self) -> BoxPositionPaginator:
         return BoxPositionPaginator(start_value=None)
 
-    @property
-    def stream_type(self) -> str:
-        raise NotImplementedError
+    #: The Box feed (`stream_type`) this stream reads.
+    stream_type: str
 
     #: The feed's latest `next_stream_position`, from the last page read (tail mode).
     feed_position: str | None = None
@@ -503,12 +427,8 @@ class BoxStream(EventStream):
         )[0]
         if not entries:
             if sent == NOW and self.feed_position is not None:
-                # A first run from now: no event to carry the position, so the bookmark is
-                # set as the SDK sets it from a record.
-                self.state_manager.increment_state(
-                    {POSITION_FIELD: self.feed_position}, context=self.context,
-                    replication_key=POSITION_FIELD)
-                self.state_manager.is_flushed = False
+                # A first run from now: Box answers the current position and no event.
+                self.bookmark_cursor(self.feed_position, self.context)
             # Caught up: every event recorded before this request was sent has been read.
             self.note_read_through(datetime.datetime.now(datetime.UTC) - response.elapsed)
             return
@@ -522,188 +442,74 @@ class BoxStream(EventStream):
         # Runs once the page's last event was written: the STATE after this page carries it.
         self.note_read_through(max(filter(None, map(event_time, entries)), default=None))
 
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        if self.seen_before(row["event_id"]):
-            return None
-        if self.start_date and row.get("created_at"):
-            created = datetime.datetime.fromisoformat(row["created_at"])
-            if created < self.start_date:
-                return None
-        return row
 
-
-@dataclass(frozen=True)
-class RealtimeServer:
-    """One entry of `OPTIONS /events`: where to long-poll, for how long, how often."""
-
-    url: str
-    max_retries: int
-    retry_timeout: float
-
-
-class BoxEventsStream(BoxStream):
-    """`box_events`: the user event stream (`all`, `changes` or `sync`)."""
+class BoxEventsStream(BoxStream, LongPollStream):
+    """`box_events`: the user event stream (`all`, `changes` or `sync`); long-polls in tail
+    mode (tap_events/box_longpoll.py)."""
 
     name = "box_events"
-
-    #: Long-poll answers (`message`) beside Box's own `new_change` and `reconnect`.
-    TIMED_OUT = "timed out"
-    FAILED = "failed"
-    REFUSED = "refused"
-
-    #: Set once the realtime server refused this run: the stream then polls.
-    long_poll_refused = False
 
     @property
     def stream_type(self) -> str:
         return self.settings["user_stream_type"]
 
-    # ----------------------------------------------------------------- long polling
+    def realtime_params(self) -> dict[str, str]:
+        return {} if self.stream_type == "all" else {"stream_type": self.stream_type}
 
-    def tail_records(self, context: Context | None) -> Iterator[dict]:
-        """Box's long-poll protocol (../shared/apis/box.md, "Long-poll protocol").
-
-        `OPTIONS /events` names a realtime server; a GET there waits for `new_change`
-        (read from the bookmark, then wait again) or `reconnect` (ask OPTIONS again). No
-        answer within `retry_timeout` is retried on the same server, up to `max_retries`
-        polls, and so is a failed poll after a back-off (with a read, in case the realtime
-        server is what fails); a `max_retries` answer or any other means a new server.
-        Events repeated across reads are dropped by `seen_before`. Should the realtime
-        server refuse the tap (it gets no token over plain http), the stream polls instead.
-        """
-        run = self.tail
-        assert run is not None
-        # What arrived while the other streams caught up (or since the last poll).
-        yield from run.read_new(self, context)
-        if self.long_poll_refused:
-            return  # the tail syncs the stream again after tail_poll_seconds
-        while not run.over:
-            server = self.realtime_server()
-            failures = 0
-            for _ in range(server.max_retries):
-                answer = self.long_poll(server)
-                if run.over:
-                    return
-                if answer == self.REFUSED:
-                    self.logger.warning(
-                        "%s: the realtime server refused the long poll; polling every %g s "
-                        "instead", self.name, run.poll_seconds)
-                    self.long_poll_refused = True
-                    return
-                if answer == self.FAILED:
-                    failures += 1
-                    if not run.sleep(self.retry_wait(RuntimeError(answer), failures)):
-                        return
-                if answer in ("new_change", self.FAILED):
-                    yield from run.read_new(self, context)
-                elif answer != self.TIMED_OUT:
-                    self.logger.debug("%s: long poll answered %r: asking for a new realtime "
-                                      "server", self.name, answer)
-                    break
-
-    def realtime_server(self) -> RealtimeServer:
-        """`OPTIONS /events`, with the SDK's retries and error handling."""
-        params = {} if self.stream_type == "all" else {"stream_type": self.stream_type}
-        prepared = self.build_prepared_request(
-            method="OPTIONS", url=f"{self.url_base}{self.path}", params=params,
-            headers=self.http_headers)
-        response = self.request_decorator(self._request)(prepared, None)
-        try:
-            entry = response.decoded["entries"][0]  # type: ignore[attr-defined]
-            return RealtimeServer(
-                url=str(entry["url"]),
-                # The spec types these as strings, the guide's sample as numbers.
-                max_retries=max(1, int(entry.get("max_retries", 10))),
-                retry_timeout=float(entry.get("retry_timeout", 610)),
-            )
-        except (KeyError, IndexError, TypeError, ValueError) as error:
-            raise TapEventsError(
-                f"Box stream '{self.name}': OPTIONS /events did not name a realtime server "
-                f"({type(error).__name__}: {error}): {response.text[:200]}", response
-            ) from error
-
-    def long_poll(self, server: RealtimeServer) -> str:
-        """One wait on the realtime server: its `message`, or what went wrong."""
-        from tap_events.tap import is_safe_url  # the tap imports this module
-
-        params = {"stream_position": self.feed_position or self.starting_position(None)}
-        # The token only travels over https: Box's realtime URLs are plain http, and the
-        # channel in the URL is what names the subscription.
-        if is_safe_url(server.url):
-            prepared = self.build_prepared_request(
-                method="GET", url=server.url, params=params, headers=self.http_headers)
-        else:
-            prepared = requests.Request("GET", server.url, params=params,
-                                        headers={"User-Agent": self.user_agent}).prepare()
-        assert self.tail is not None
-        try:
-            with self.tail.waiting():
-                response = self.requests_session.send(
-                    prepared, timeout=(10, self.tail.read_timeout(server.retry_timeout)))
-        except requests.exceptions.Timeout:
-            return self.TIMED_OUT
-        except requests.exceptions.RequestException as error:
-            self.logger.warning("%s: long poll failed: %s", self.name, type(error).__name__)
-            return self.FAILED
-        status = response.status_code
-        if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
-            return self.REFUSED
-        try:
-            self.validate_response(response)
-        except RetriableAPIError as error:
-            self.logger.warning("%s: long poll failed: %s", self.name, error)
-            return self.FAILED
-        except TapEventsError as error:
-            # A 4xx from the realtime server (a `max_retries` error among them): start over.
-            return str(error)
-        body = response.decoded  # type: ignore[attr-defined]
-        return str(body.get("message") if isinstance(body, dict) else body)
+    def poll_position(self) -> str:
+        return self.feed_position or self.starting_position(None)
 
 
 class BoxEnterpriseEventsStream(BoxStream):
-    """`box_enterprise_events`: `admin_logs` (by time window) or `admin_logs_streaming`."""
+    """`box_enterprise_events` on `admin_logs_streaming`: low latency, by position, repeats.
+
+    With `box.enterprise_stream_type` `admin_logs`, the tap builds `BoxAdminLogsStream` under
+    the same stream name instead (`for_settings`), so the replication key of an instance
+    never changes.
+    """
 
     name = "box_enterprise_events"
+    stream_type = "admin_logs_streaming"
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.is_admin_logs:
-            # admin_logs is chronological and filters by time: the bookmark is the time of
-            # the last event, and each run reads one fixed window [bookmark, run start].
-            self.replication_key = "created_at"
-        self.window_end = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-
-    @property
-    def is_admin_logs(self) -> bool:
-        return self.stream_type == "admin_logs"
-
-    @property
-    def stream_type(self) -> str:
-        return self.settings["enterprise_stream_type"]
+    @classmethod
+    def for_settings(cls, settings: Mapping[str, t.Any]) -> type[BoxStream]:
+        if settings.get("enterprise_stream_type", "admin_logs") == "admin_logs":
+            return BoxAdminLogsStream
+        return cls
 
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
-        if not self.is_admin_logs:
-            params = super().get_url_params(context, next_page_token)
-        else:
-            params = {"stream_type": "admin_logs", "limit": self.settings["page_size"]}
-            if next_page_token is None and self.tail is not None:
-                # Each poll of a tail run reads a new window, up to the time of that poll.
-                self.window_end = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-            # Same window on every page, as Box requires for the position to stay valid.
-            start = self.get_starting_timestamp(context)
-            if start:
-                params["created_after"] = start.isoformat()
-            params["created_before"] = self.window_end.isoformat()
-            if next_page_token:
-                params["stream_position"] = next_page_token
-        if self.settings.get("event_types"):
-            params["event_type"] = ",".join(self.settings["event_types"])
-        return params
+        return {**super().get_url_params(context, next_page_token), **self.type_filter()}
+
+    def type_filter(self) -> dict[str, str]:
+        """Only the configured event types (`box.event_types`)."""
+        types = self.settings.get("event_types")
+        return {"event_type": ",".join(types)} if types else {}
+
+
+class BoxAdminLogsStream(BoxEnterpriseEventsStream):
+    """`box_enterprise_events` on `admin_logs`: chronological, filtered by time.
+
+    The bookmark is the time of the last event, and each run reads one fixed window
+    [bookmark, run start]; the window is the same on every page, as Box requires for the
+    position to stay valid.
+    """
+
+    stream_type = "admin_logs"
+    replication_key = "created_at"
+    window_lag = datetime.timedelta(0)
+
+    def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
+        params: dict[str, t.Any] = {"stream_type": self.stream_type,
+                                    "limit": self.settings["page_size"]}
+        start = self.get_starting_timestamp(context)
+        if start:
+            params["created_after"] = start.isoformat()
+        params["created_before"] = self.window_end.isoformat()
+        if next_page_token:
+            params["stream_position"] = next_page_token
+        return {**params, **self.type_filter()}
 
     def parse_page(self, body: dict, response: requests.Response) -> t.Iterable[dict]:
-        if not self.is_admin_logs:
-            yield from super().parse_page(body, response)
-            return
         position = body.get("next_stream_position")
         for event in body.get("entries") or []:
             event[POSITION_FIELD] = None if position in (None, 0) else str(position)
@@ -722,12 +528,24 @@ def event_time(event: t.Any) -> datetime.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
+def authenticator(settings: Mapping[str, t.Any], http: HttpClient
+                  ) -> BearerTokenAuthenticator | BoxClientCredentials:
+    """A developer token as given, else tokens minted from the app's config.json (JWT) or
+    from the client credentials (`auth_errors` made sure only one of them is set)."""
+    if settings.get("access_token"):
+        return BearerTokenAuthenticator(token=settings["access_token"])
+    if settings.get(JWT_CONFIG) or settings.get(JWT_CONFIG_FILE):
+        return BoxJWT(settings, http)
+    return BoxClientCredentials(settings, http)
+
+
 SOURCE = Source(
     name="box",
     label="Box",
     properties=SETTINGS,
     credential_sets=(("access_token",), ("client_id", "client_secret"), (JWT_CONFIG,),
                      (JWT_CONFIG_FILE,)),
+    authenticator=authenticator,
     streams=(BoxEventsStream, BoxEnterpriseEventsStream),
     derived_secrets=auth_secrets,
     settings_errors=auth_errors,

@@ -18,20 +18,23 @@ from __future__ import annotations
 
 import datetime
 import typing as t
-from functools import cached_property
 from http import HTTPStatus
 
 from singer_sdk import typing as th
 from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator
 
-from tap_events.client import EventStream, TapEventsError
+from tap_events.client import CursorStream
+from tap_events.errors import TapEventsError
+from tap_events.http import page_body
 from tap_events.retention import ALLOW_GAP_SETTING
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
+
     import requests
     from singer_sdk.helpers.types import Context
+
 
 #: A keyset position: (`stored_at` in epoch ms, event id).
 Position = tuple[int, str]
@@ -103,9 +106,10 @@ def parse_cursor(cursor: str) -> Position:
 def position_of(event: dict) -> Position:
     stored_at = event.get("stored_at")
     if not isinstance(stored_at, int) or isinstance(stored_at, bool) or not event.get("id"):
+        # The stream's failure report adds the prefix naming the stream.
         raise TapEventsError(
-            f"discue.io stream 'discue_events': an event without an integer stored_at and an "
-            f"id cannot be bookmarked: id={event.get('id')!r}, stored_at={stored_at!r}"
+            f"an event without an integer stored_at and an id cannot be bookmarked: "
+            f"id={event.get('id')!r}, stored_at={stored_at!r}"
         )
     return stored_at, str(event["id"])
 
@@ -118,7 +122,7 @@ class KeysetPaginator(BaseAPIPaginator["Position | None"]):
     """
 
     def get_next(self, response: requests.Response) -> Position | None:
-        events = response.decoded.get("events") or []  # type: ignore[attr-defined]
+        events = page_body(response).get("events") or []
         if not events:
             return None
         position = position_of(events[-1])
@@ -128,18 +132,19 @@ class KeysetPaginator(BaseAPIPaginator["Position | None"]):
 # ------------------------------------------------------------------------------ stream
 
 
-class DiscueEventsStream(EventStream):
+class DiscueEventsStream(CursorStream):
     """`discue_events`: the organization's API usage events, oldest first."""
 
     name = "discue_events"
     path = "/events"
     primary_keys: t.ClassVar[list[str]] = ["id"]
     schema = EVENT_SCHEMA
-    replication_key = CURSOR_FIELD
-    is_sorted = True
     # The bookmark is the position of the last emitted event in the server's order; ids are
     # not compared, so the server's tie-break order within a millisecond does not matter.
-    check_sorted = False
+    replication_key = CURSOR_FIELD
+    dedupe = True
+    # discue cannot filter by time alone, so the tap does.
+    start_date_field = "stored_at"
     retention = datetime.timedelta(hours=24)
 
     error_hints: t.ClassVar[dict[int, str]] = {
@@ -152,35 +157,15 @@ class DiscueEventsStream(EventStream):
     }
 
     @property
-    def authenticator(self) -> APIKeyAuthenticator:
-        key = self.settings["api_key"]
-        return self.shared(
-            "auth", lambda: APIKeyAuthenticator(key="X-API-KEY", value=key, location="header")
-        )
-
-    @property
     def http_headers(self) -> dict:
         return {**super().http_headers, "Accept": "application/json"}
-
-    def api_error_text(self, response: requests.Response) -> str:
-        """discue's body is `{"title", "status"}`; a title that repeats the reason adds nothing."""
-        text = super().api_error_text(response)
-        return "" if text.lower() == (response.reason or "").lower() else text
 
     # ----------------------------------------------------------------- positions
 
     def starting_position(self, context: Context | None) -> Position | None:
         """The bookmarked position, or None to read all that discue keeps."""
-        value = self.bookmark(context)
-        if value is None:
-            return None
-        try:
-            return parse_cursor(str(value))
-        except ValueError:
-            raise TapEventsError(
-                f"discue.io stream 'discue_events': the state bookmark {value!r} is not a "
-                "position `<stored_at ms>:<event id>`; fix or remove it in the state"
-            ) from None
+        return self.parsed_bookmark(context, parse_cursor,
+                                    "a position `<stored_at ms>:<event id>`")
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         position = self.starting_position(context)
@@ -215,23 +200,14 @@ class DiscueEventsStream(EventStream):
             ).isoformat(timespec="milliseconds")
             yield event
 
-    @cached_property
-    def start_ms(self) -> int | None:
-        """`start_date` in epoch ms: discue cannot filter by time alone, so the tap does."""
-        return None if self.start_date is None else int(self.start_date.timestamp() * 1000)
-
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        if self.seen_before(row["id"]):
-            return None
-        if self.start_ms is not None and row["stored_at"] < self.start_ms:
-            return None
-        return row
 
 
 SOURCE = Source(
     name="discue",
     label="discue.io",
     properties=SETTINGS,
+    authenticator=lambda settings, http: APIKeyAuthenticator(
+        key="X-API-KEY", value=settings["api_key"], location="header"),
     credential_sets=(("api_key",),),
     streams=(DiscueEventsStream,),
 )

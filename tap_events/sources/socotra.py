@@ -23,12 +23,17 @@ from singer_sdk import typing as th
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator, OffsetPaginator, SinglePagePaginator
 
-from tap_events.client import EventStream, TapEventsError
+from tap_events.client import CursorStream, EventStream
+from tap_events.errors import TapEventsError
+from tap_events.http import page_body
 from tap_events.source import Source
 
 if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import requests
     from singer_sdk.helpers.types import Context
+
 
 #: The tap-added field naming the tenant a record was read from; part of every primary key.
 TENANT_FIELD = "tenant_locator"
@@ -121,25 +126,18 @@ def is_uuid(value: t.Any) -> bool:
 
 
 class SocotraStream(EventStream):
-    """What every Socotra endpoint shares: auth, settings checks, one partition per tenant."""
+    """What every Socotra endpoint shares: settings checks, one partition per tenant."""
 
-    @property
-    def error_hints(self) -> dict[int, str]:  # type: ignore[override]
-        return {
-            HTTPStatus.UNAUTHORIZED: "check socotra.token: a valid, unexpired personal "
-            "access token",
-            HTTPStatus.FORBIDDEN: "check that socotra.token has the events read and list "
-            "permissions and that the tenant is one of the token's tenants",
-            HTTPStatus.NOT_FOUND: "check socotra.api_url, socotra.tenant_locators and "
-            "socotra.policy_locators",
-            HTTPStatus.BAD_REQUEST: "check socotra.event_type, socotra.page_size and "
-            "start_date",
-        }
-
-    @property
-    def authenticator(self) -> BearerTokenAuthenticator:
-        token = self.settings["token"]
-        return self.shared("auth", lambda: BearerTokenAuthenticator(token=token))
+    error_hints: t.ClassVar[Mapping[int, str]] = {
+        HTTPStatus.UNAUTHORIZED: "check socotra.token: a valid, unexpired personal "
+        "access token",
+        HTTPStatus.FORBIDDEN: "check that socotra.token has the events read and list "
+        "permissions and that the tenant is one of the token's tenants",
+        HTTPStatus.NOT_FOUND: "check socotra.api_url, socotra.tenant_locators and "
+        "socotra.policy_locators",
+        HTTPStatus.BAD_REQUEST: "check socotra.event_type, socotra.page_size and "
+        "start_date",
+    }
 
     @property
     def tenants(self) -> list[str]:
@@ -162,7 +160,7 @@ class SocotraStream(EventStream):
             if wrong:
                 problem = f"socotra.tenant_locators: {wrong[0]!r} is not a tenant UUID"
         if problem:
-            raise TapEventsError(f"{self.source.label} stream '{self.name}': {problem}")
+            raise TapEventsError(self.error_prefix + problem)
 
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         self.check_settings()
@@ -178,12 +176,12 @@ class SocotraStream(EventStream):
         """The scheduled and failed listings answer bare JSON arrays."""
         if not isinstance(body, list):
             raise TapEventsError(
-                f"{self.source.label} stream '{self.name}': expected a JSON array, got "
-                f"{type(body).__name__} (check socotra.api_url)", response,
+                f"{self.error_prefix}expected a JSON array, got {type(body).__name__} "
+                "(check socotra.api_url)", response,
             )
         yield from body
 
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
+    def complete(self, row: dict, context: Context | None) -> dict:
         row[TENANT_FIELD] = (context or {})[TENANT_FIELD]
         return row
 
@@ -192,13 +190,13 @@ class PagingTokenPaginator(BaseAPIPaginator[str | None]):
     """Follows `pagingToken`; every page has one, so only an empty page ends the run."""
 
     def has_more(self, response: requests.Response) -> bool:
-        return bool(response.decoded.get("events"))  # type: ignore[attr-defined]
+        return bool(page_body(response).get("events"))
 
     def get_next(self, response: requests.Response) -> str | None:
-        return response.decoded.get("pagingToken") or None  # type: ignore[attr-defined]
+        return page_body(response).get("pagingToken") or None
 
 
-class SocotraEventsStream(SocotraStream):
+class SocotraEventsStream(SocotraStream, CursorStream):
     """`socotra_events`: the tenant event stream, incremental on `timestamp` per tenant.
 
     Pages arrive in ascending `timestamp`, so the bookmark is the timestamp of the last
@@ -216,13 +214,9 @@ class SocotraEventsStream(SocotraStream):
     primary_keys: t.ClassVar[list[str]] = [TENANT_FIELD, "locator"]
     schema = EVENT_SCHEMA
     replication_key = "timestamp"
-    is_sorted = True
-    check_sorted = False
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        # One closed window per run, the same for every tenant and page.
-        self.window_end = datetime.datetime.now(datetime.UTC) - END_LAG
+    dedupe = True
+    # One closed window per run, the same for every tenant and page.
+    window_lag = END_LAG
 
     def window_start(self, context: Context | None) -> datetime.datetime | None:
         """The bookmark minus the lookback, never before `start_date`; None reads everything.
@@ -240,9 +234,6 @@ class SocotraEventsStream(SocotraStream):
         return start
 
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
-        if self.tail is not None:
-            # Tail mode syncs again every tail_poll_seconds, each time up to a new window end.
-            self.window_end = datetime.datetime.now(datetime.UTC) - END_LAG
         start = self.window_start(context)
         if start is not None and start >= self.window_end:
             self.logger.info(
@@ -274,13 +265,6 @@ class SocotraEventsStream(SocotraStream):
 
     def parse_page(self, body: dict, response: requests.Response) -> t.Iterable[dict]:
         yield from body.get("events") or []
-
-    def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        """Drop events already emitted in this run (the API may repeat them)."""
-        row = super().post_process(row, context)
-        if self.seen_before(f"{row[TENANT_FIELD]}/{row['locator']}"):
-            return None
-        return row
 
 
 class SocotraScheduledPolicyEventsStream(SocotraStream):
@@ -321,7 +305,7 @@ class FailedJobsPaginator(OffsetPaginator):
     """`offset`/`count` paging; a page shorter than `count` is the last one."""
 
     def has_more(self, response: requests.Response) -> bool:
-        return len(response.decoded or []) >= self.page_size  # type: ignore[attr-defined]
+        return len(page_body(response) or []) >= self.page_size
 
 
 class SocotraFailedScheduledEventsStream(SocotraStream):
@@ -343,6 +327,7 @@ SOURCE = Source(
     name="socotra",
     label="Socotra",
     properties=SETTINGS,
+    authenticator=lambda settings, http: BearerTokenAuthenticator(token=settings["token"]),
     # api_url and tenant_locators are checked when the streams start, so a token without
     # them is a loud error rather than a silently skipped API.
     credential_sets=(("token",),),

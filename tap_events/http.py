@@ -1,0 +1,283 @@
+"""The one road by which the tap talks HTTP: every request and every response passes here.
+
+`HttpClient` is made once per API per run (`RunContext.http`) and shared by that API's
+streams and authenticator. It owns the `requests` session, the timeouts, the retries with
+back-off (Retry-After aware), the classification of a response (retriable, fatal, "retry once
+with a fresh token"), the decoding of JSON bodies and the text of every HTTP error.
+
+Every request names the setting its URL came from (`setting="box.token_url"`), so errors name
+what to check, and rules about where a request may go can be written here once:
+- `request` is the only call that puts a request on the wire (pages, token requests, OPTIONS,
+  long polls, SSE streams): rules per request (credentials only to the origin of `setting`,
+  a total deadline, failing fast on TLS/DNS errors) belong there;
+- `chunks` is the only reader of a streamed body, `check` the only reader of a whole body:
+  size caps belong there;
+- `retrying` / `retry_wait` are the retry policy, `check` the classification.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+import typing as t
+import weakref
+from http import HTTPStatus
+
+import backoff
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+from singer_sdk.exceptions import RetriableAPIError
+
+from tap_events.errors import TapEventsError, note_setting
+from tap_events.redact import redact
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+#: Longest wait honoured for one Retry-After / X-RateLimit-Reset unless configured otherwise.
+DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
+#: Seconds to connect, and to wait for the API's answer (or its next bytes), unless configured
+#: otherwise: a dead socket is noticed within a minute, not the SDK's 300 s.
+CONNECT_TIMEOUT_SECONDS = 10
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
+DEFAULT_MAX_TRIES = 6
+#: Connections kept per host: every stream of an API may hold one open at once (tail mode).
+POOL_SIZE = 32
+
+#: What is retried: what the SDK's `RESTStream.request_decorator` retries (singer-sdk 0.54).
+RETRIED_ERRORS = (
+    ConnectionResetError,
+    RetriableAPIError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+Timeout = tuple[float, float]
+
+
+class Caller(t.Protocol):
+    """Who sends a request (a stream): how it is named, and how its API words errors."""
+
+    name: str
+    logger: logging.Logger
+
+    @property
+    def error_prefix(self) -> str:
+        """`Box stream 'box_events': `, the start of every message about this caller."""
+        ...
+
+    def api_error_text(self, response: requests.Response) -> str: ...
+
+    def error_hint(self, status: int) -> str: ...
+
+    def retry_after_refresh(self, response: requests.Response) -> bool: ...
+
+
+class HttpClient:
+    """One API's HTTP for one run: session, timeouts, retries, classification, error text."""
+
+    def __init__(self, *, api: str, config: Mapping[str, t.Any], secrets: list[str]) -> None:
+        #: The API's config key (`box`), which every setting name starts with.
+        self.api = api
+        #: The run's secret values (shared with the log filter; tokens minted later join it).
+        self.secrets = secrets
+        self.max_tries = int(config.get("max_retries") or DEFAULT_MAX_TRIES)
+        self.max_retry_wait = float(
+            config.get("max_retry_wait_seconds") or DEFAULT_MAX_RETRY_WAIT_SECONDS)
+        self.read_timeout = float(
+            config.get("request_timeout_seconds") or DEFAULT_REQUEST_TIMEOUT_SECONDS)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_maxsize=POOL_SIZE)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    # ----------------------------------------------------------------- building
+
+    def timeout(self, read: float | None = None) -> Timeout:
+        """``(connect, read)`` seconds; `read` defaults to `request_timeout_seconds`."""
+        return (CONNECT_TIMEOUT_SECONDS, self.read_timeout if read is None else read)
+
+    @staticmethod
+    def prepare(method: str, url: str, *, params: Mapping[str, t.Any] | None = None,
+                headers: Mapping[str, str] | None = None, data: t.Any = None,
+                ) -> requests.PreparedRequest:
+        """A request with exactly these parts: no session auth, headers or cookies added.
+
+        For requests whose credentials are chosen by hand (a token request carries them in
+        its body; a long poll over plain http must carry none).
+        """
+        return requests.Request(method, url, params=params, headers=dict(headers or {}),
+                                data=data).prepare()
+
+    # ----------------------------------------------------------------- sending
+
+    def request(self, request: requests.PreparedRequest, *, setting: str,
+                timeout: Timeout | None = None, stream: bool = False) -> requests.Response:
+        """Send `request` once; the only place the tap puts a request on the wire.
+
+        `setting` names where the URL came from (`box.api_url`): a network failure carries
+        it (`errors.setting_of`) so the one-line error says what to check. `stream=True`
+        leaves the body unread, for `chunks`.
+        """
+        try:
+            return self.session.send(request, timeout=timeout or self.timeout(),
+                                     stream=stream)
+        except requests.exceptions.RequestException as error:
+            note_setting(error, setting)
+            raise
+
+    def chunks(self, response: requests.Response, size: int) -> Iterator[bytes]:
+        """The body of a streamed response (`request(stream=True)`), as it arrives."""
+        return response.iter_content(chunk_size=size)
+
+    # ----------------------------------------------------------------- responses
+
+    def check(self, response: requests.Response, caller: Caller, *, setting: str,
+              expects_json: bool = True) -> None:
+        """Classify a response, and decode its JSON body once (inside the retry loop).
+
+        429 and 5xx are retried, and so is a 401 the caller answers with a fresh token; any
+        other 4xx is fatal. A truncated or garbled 200 body is retried like a dropped
+        connection; after the last try it becomes a one-line error naming `setting`.
+        """
+        status = response.status_code
+        if status == HTTPStatus.UNAUTHORIZED and caller.retry_after_refresh(response):
+            raise RetriableAPIError(self.error_message(response, caller), response)
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            raise RetriableAPIError(self.error_message(response, caller), response)
+        if status >= HTTPStatus.BAD_REQUEST:
+            raise TapEventsError(self.error_message(response, caller), response)
+        if expects_json:
+            try:
+                _BODIES[response] = decode(response.content)
+            except ValueError as error:
+                raise RetriableAPIError(
+                    f"{caller.error_prefix}HTTP {status} with a body that is not valid JSON "
+                    f"({error}); {len(response.content)} bytes received (check {setting}, "
+                    "and any proxy between)",
+                    response,
+                ) from error
+
+    def body(self, response: requests.Response) -> t.Any:
+        """The decoded JSON body of a response `check` accepted (decoded now if it was not)."""
+        try:
+            return self._bodies[response]
+        except KeyError:
+            body = _BODIES[response] = decode(response.content)
+            return body
+
+    def error_message(self, response: requests.Response, caller: Caller) -> str:
+        """`Box stream 'box_events': HTTP 403 Forbidden: <the API's words> (<what to check>)`."""
+        status = response.status_code
+        reason = response.reason or ""
+        hint = caller.error_hint(status)
+        text = caller.api_error_text(response)
+        message = (
+            f"{caller.error_prefix}HTTP {status} {reason}"
+            + (f": {text}" if text else "")
+            + (f" ({hint})" if hint else "")
+        )
+        return redact(message.replace("\n", " "), self.secrets)
+
+    # ----------------------------------------------------------------- retries
+
+    def retrying(self, func: Callable[..., requests.Response], caller: Caller
+                 ) -> Callable[..., requests.Response]:
+        """`func` (one try) retried on `RETRIED_ERRORS` within `max_retries`.
+
+        Each retry is logged in one line; python-backoff's own lines go to debug level, as the
+        final failure is reported by the stream in one line too.
+        """
+
+        def waits() -> t.Generator[float, t.Any, None]:
+            # Per request: python-backoff primes the generator, then sends each exception.
+            attempt = 0
+            error = yield  # type: ignore[misc]
+            while True:
+                attempt += 1
+                error = yield self.retry_wait(error, attempt, caller)
+
+        def log_retry(details: t.Mapping[str, t.Any]) -> None:
+            error = details.get("exception")
+            what = str(error) if isinstance(error, RetriableAPIError) else type(error).__name__
+            caller.logger.warning("%s: retry %d in %.1f s after %s", caller.name,
+                                  details.get("tries", 0), details.get("wait", 0.0),
+                                  redact(what, self.secrets))
+
+        return backoff.on_exception(
+            waits,
+            RETRIED_ERRORS,
+            max_tries=lambda: self.max_tries,
+            on_backoff=log_retry,
+            jitter=backoff.random_jitter,
+            logger=caller.logger,
+            backoff_log_level=logging.DEBUG,
+            giveup_log_level=logging.DEBUG,
+        )(func)
+
+    def retry_wait(self, error: Exception, attempt: int, caller: Caller) -> float:
+        """Seconds to wait before the next try: what the API asked for, else back-off."""
+        cap = self.max_retry_wait
+        response = getattr(error, "response", None)
+        if response is not None and response.status_code == HTTPStatus.UNAUTHORIZED:
+            return 0.0  # the one retry with a fresh token (`Caller.retry_after_refresh`)
+        asked = retry_after_seconds(response) if response is not None else None
+        if asked is not None:
+            if asked > cap:
+                raise TapEventsError(
+                    f"{caller.error_prefix}the API asked to wait {asked:.0f} s, more than "
+                    f"max_retry_wait_seconds={cap:.0f}",
+                    response,
+                ) from error
+            return asked
+        return min(cap, float(2 ** (attempt - 1)))
+
+
+#: Decoded JSON bodies, by response (see `page_body`); each goes with its response.
+_BODIES: weakref.WeakKeyDictionary[requests.Response, t.Any] = weakref.WeakKeyDictionary()
+
+
+def page_body(response: requests.Response) -> t.Any:
+    """The decoded JSON body of a response `HttpClient.check` accepted (paginators read it)."""
+    try:
+        return _BODIES[response]
+    except KeyError:
+        body = _BODIES[response] = decode(response.content)
+        return body
+
+
+def decode(body: bytes) -> t.Any:
+    """Decode JSON with orjson; the stdlib takes what orjson refuses (ints over 64 bits)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """`Retry-After` (seconds or HTTP date) or `X-RateLimit-Reset` (epoch or seconds)."""
+    headers = response.headers
+    value = headers.get("Retry-After")
+    if value:
+        value = value.strip()
+        if value.replace(".", "", 1).isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+    reset = headers.get("X-RateLimit-Reset")
+    if reset and reset.replace(".", "", 1).isdigit():
+        number = float(reset)
+        # Epoch seconds are large; small numbers are a delay.
+        return max(0.0, number - time.time()) if number > 1e9 else number
+    return None
+
+
+logging.getLogger("backoff").setLevel(logging.ERROR)
