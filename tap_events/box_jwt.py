@@ -35,6 +35,9 @@ JTI_BYTES = 32
 #: A config.json is about 2 KiB; a path to anything far larger (a device, a log) is a mistake
 #: that must not fill the memory.
 MAX_CONFIG_BYTES = 64 * 1024
+#: Lines of the key's body shorter than this are not masked on their own (see
+#: `app_config_secrets`); PEM lines are 64 characters.
+MIN_KEY_LINE = 16
 #: Where each field sits in the Developer Console's `config.json`.
 FIELDS = {
     "client_id": ("boxAppSettings", "clientID"),
@@ -90,9 +93,9 @@ def read_app_config(text: str, setting: str) -> BoxApp:
         raise BoxAppConfigError(
             f"{setting} is not a Box app config.json: not JSON ({error}); {WHERE_TO_GET_IT}"
         ) from None
-    values = {name: field_value(document, path) for name, path in FIELDS.items()}
     if not isinstance(document, dict):
         document = {}
+    values = {name: field_value(document, path) for name, path in FIELDS.items()}
     missing = [".".join(FIELDS[name]) for name in REQUIRED if not values[name]]
     if missing:
         raise BoxAppConfigError(
@@ -177,6 +180,8 @@ def app_config_secrets(text: str) -> list[str]:
     key = field_value(document, FIELDS["private_key"])
     if key:
         found.append(json.dumps(key)[1:-1])
+        # Not the short tail of the last line ("8w=="): masked everywhere, it would hide
+        # ordinary text and protect nothing.
         found += [line.strip() for line in key.splitlines()
-                  if line.strip() and not line.startswith("-----")]
+                  if len(line.strip()) >= MIN_KEY_LINE and not line.startswith("-----")]
     return found
