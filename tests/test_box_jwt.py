@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tap_events import box_jwt
 from tap_events.box_jwt import BoxAppConfigError, app_config_secrets, read_app_config
-from tap_events.emulator import start_emulator, tap_config
-from tap_events.emulator.box import CLIENT_ID, CLIENT_SECRET, ENTERPRISE_ID, JWT_GRANT, BoxAPI
+from tap_events_emulator import start_emulator, tap_config
+from tap_events_emulator.box import CLIENT_ID, CLIENT_SECRET, ENTERPRISE_ID, JWT_GRANT, BoxAPI
 from tests.support import log_lines, run_tap
 
 if t.TYPE_CHECKING:
-    from tap_events.emulator.app import EmulatorServer
+    from tap_events_emulator.app import EmulatorServer
 
 PASSPHRASE = "correct horse 7 battery"
 AUDIENCE = "https://api.box.com/oauth2/token"
