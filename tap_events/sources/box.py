@@ -314,8 +314,9 @@ def auth_secrets(settings: t.Mapping[str, t.Any]) -> list[str]:
 # ------------------------------------------------------------------------------ streams
 
 
-class BoxPositionPaginator(BaseAPIPaginator[str]):
-    """Follows `next_stream_position`; the SDK stops on the first empty page."""
+class BoxPositionPaginator(BaseAPIPaginator[str | None]):
+    """Follows `next_stream_position` (none before the first page); the SDK stops on the
+    first empty page."""
 
     def get_next(self, response: requests.Response) -> str | None:
         position = page_body(response).get("next_stream_position")
@@ -365,8 +366,10 @@ class BoxStream(CursorStream):
     def get_new_paginator(self) -> BoxPositionPaginator:
         return BoxPositionPaginator(start_value=None)
 
-    #: The Box feed (`stream_type`) this stream reads.
-    stream_type: str
+    @property
+    def stream_type(self) -> str:
+        """The Box feed (`stream_type`) this stream reads."""
+        raise NotImplementedError
 
     #: The feed's latest `next_stream_position`, from the last page read (tail mode).
     feed_position: str | None = None
@@ -422,7 +425,8 @@ class BoxStream(CursorStream):
         if following not in (None, "", 0, OLDEST):
             # Where the feed stands, even after an empty page: what a long poll waits past.
             self.feed_position = str(following)
-        sent = parse_qs(urlsplit(response.request.url).query).get(  # type: ignore[arg-type]
+        # The position this page was asked for (a sent request always has its URL).
+        sent = parse_qs(urlsplit(response.request.url or "").query).get(
             "stream_position", [OLDEST]
         )[0]
         if not entries:
