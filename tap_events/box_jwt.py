@@ -102,12 +102,13 @@ def read_app_config(text: str, setting: str) -> BoxApp:
             f"{setting} is not a Box app config.json with a key pair: "
             f"{', '.join(missing)} missing; {WHERE_TO_GET_IT}"
         )
+    client_id, client_secret, public_key_id, pem = (values[name] or "" for name in REQUIRED)
     enterprise = document.get("enterpriseID")
     return BoxApp(
-        client_id=values["client_id"],
-        client_secret=values["client_secret"],
-        public_key_id=values["public_key_id"],
-        private_key=decrypt_private_key(values["private_key"], values["passphrase"], setting),
+        client_id=client_id,
+        client_secret=client_secret,
+        public_key_id=public_key_id,
+        private_key=decrypt_private_key(pem, values["passphrase"], setting),
         enterprise_id=str(enterprise) if enterprise not in (None, "", "0", 0) else None,
     )
 

@@ -600,6 +600,7 @@ class CursorStream(EventStream):
     def bookmark_cursor(self, value: t.Any, context: Context | None) -> None:
         """Make `value` the bookmark though no record carries it (an API that answers "start
         from here" with a cursor and no events), the way the SDK sets it from a record."""
-        self.state_manager.increment_state({self.replication_key: value}, context=context,
-                                           replication_key=self.replication_key)
+        key = self.replication_key
+        assert key is not None, "a CursorStream declares its cursor as its replication key"
+        self.state_manager.increment_state({key: value}, context=context, replication_key=key)
         self.state_manager.is_flushed = False
