@@ -117,7 +117,7 @@ class EventStream(sdk_internals.FastRecordPath):
         `created_at` on a feed paged by position writes a bookmark the API refuses.
         """
         super().apply_catalog(catalog)
-        declared = type(self).replication_key
+        declared: t.Any = type(self).replication_key
         # A stream without a key of its own inherits the SDK's property: none.
         self.replication_key = None if isinstance(declared, property) else declared
 
@@ -486,12 +486,9 @@ class EventStream(sdk_internals.FastRecordPath):
     def send_page(self, prepared: requests.PreparedRequest, context: Context | None
                   ) -> requests.Response:
         """One try at one page: authenticate (a fresh token after a 401), send, classify."""
-        auth = self.authenticator
-        signed = auth(prepared)
-        response = self.http.request(signed, setting=self.setting_name(self.url_setting),
+        response = self.http.request(self.authenticator(prepared),
+                                     setting=self.setting_name(self.url_setting),
                                      timeout=self.timeout, stream=not self.expects_json)
-        if isinstance(auth, ClientCredentials):
-            auth.answered(signed, response.status_code)
         sdk_internals.log_request_duration(self, response, context)
         self.validate_response(response)
         return response
@@ -640,6 +637,8 @@ class EventStream(sdk_internals.FastRecordPath):
         read as one it would look "caught up" (no events) and move the bookmark's time. It is
         retried like a garbled body; after the last try, the stream fails in one line.
         """
+        if response.status_code != HTTPStatus.UNAUTHORIZED:
+            self.authenticated()
         setting = self.setting_name(self.url_setting)
         self.http.check(response, self, setting=setting, expects_json=self.expects_json)
         problem = self.envelope_problem(response)
@@ -668,10 +667,21 @@ class EventStream(sdk_internals.FastRecordPath):
     decode = staticmethod(decode)
 
     def retry_after_refresh(self, response: requests.Response) -> bool:
-        """Whether a 401 deserves a retry: with minted tokens, a new token for every 401 to
-        one the API accepted before; never for a token just minted (no loop)."""
+        """Whether a 401 deserves a retry: with minted tokens, mint one new token, once per
+        401 (a second 401 in a row means the new token is refused too)."""
         auth = self.authenticator
-        return isinstance(auth, ClientCredentials) and auth.refresh_after_401(response)
+        if isinstance(auth, ClientCredentials) and self.name not in auth.refreshed_for:
+            auth.refreshed_for.add(self.name)
+            auth.invalidate()
+            return True
+        return False
+
+    def authenticated(self) -> None:
+        """A request got past authentication: a later 401 (a token revoked or expired
+        early, an hour on) gets its own new token and retry."""
+        auth = self.authenticator
+        if isinstance(auth, ClientCredentials):
+            auth.refreshed_for.discard(self.name)
 
     def api_error_text(self, response: requests.Response) -> str:
         """The API's own words for an error response (none when they only repeat the HTTP
@@ -800,3 +810,11 @@ class CursorStream(EventStream):
 
     is_sorted = True
     check_sorted = False
+
+    def bookmark_cursor(self, value: t.Any, context: Context | None) -> None:
+        """Make `value` the bookmark though no record carries it (an API that answers "start
+        from here" with a cursor and no events), the way the SDK sets it from a record."""
+        key = self.replication_key
+        assert key is not None, "a CursorStream declares its cursor as its replication key"
+        self.state_manager.increment_state({key: value}, context=context, replication_key=key)
+        self.state_manager.is_flushed = False

@@ -47,10 +47,9 @@ class ClientCredentials(OAuthAuthenticator):
         super().__init__(auth_endpoint=token_url, client_id=client_id,
                          client_secret=client_secret,
                          default_expiration=self.DEFAULT_EXPIRATION_SECONDS)
-        #: Whether the API accepted the current token at least once: a 401 then means it
-        #: expired or was revoked (mint a new one and retry); a 401 to a token never accepted
-        #: means the credentials are wrong (fail: minting again would loop).
-        self.proven = False
+        #: The streams whose last answer was a 401 that made the token be minted again: one
+        #: new token and one retry per 401 (`EventStream.retry_after_refresh`).
+        self.refreshed_for: set[str] = set()
 
     @property
     def oauth_request_body(self) -> dict:
@@ -68,29 +67,6 @@ class ClientCredentials(OAuthAuthenticator):
             return True
         age = (datetime.datetime.now(datetime.UTC) - self.last_refreshed).total_seconds()
         return age < self.expires_in - self.EARLY_REFRESH_SECONDS
-
-    # ----------------------------------------------------------------- the 401 policy
-
-    def answered(self, request: requests.PreparedRequest, status: int) -> None:
-        """Note the API's answer to a request this authenticator signed."""
-        if status != HTTPStatus.UNAUTHORIZED and self.token_of(request) == self.access_token:
-            self.proven = True
-
-    def refresh_after_401(self, response: requests.Response) -> bool:
-        """Whether a 401 is answered with a new token and one retry: yes for every 401 to a
-        token the API accepted before (any number per run), no for a token just minted."""
-        used = self.token_of(response.request) if response.request is not None else None
-        if used is not None and used != self.access_token and self.access_token:
-            return True  # another request minted a new token meanwhile: retry with it
-        if not self.proven:
-            return False
-        self.invalidate()
-        return True
-
-    @staticmethod
-    def token_of(request: requests.PreparedRequest) -> str | None:
-        header = request.headers.get("Authorization", "")
-        return header.removeprefix("Bearer ").strip() or None
 
     # ----------------------------------------------------------------- minting
 
@@ -150,7 +126,6 @@ class ClientCredentials(OAuthAuthenticator):
                 f"access_token ({type(error).__name__}) (check {self.token_url_setting})"
             ) from None
         self.access_token = token
-        self.proven = False
         self.http.secrets.append(token)
         expiration = body.get("expires_in", self.DEFAULT_EXPIRATION_SECONDS)
         self.expires_in = int(expiration) if expiration else None

@@ -352,7 +352,7 @@ def box_token_requests(emulator) -> int:
 def test_every_401_gets_a_new_token_and_one_retry():
     """Box refuses each token after 3 requests: a long run meets many 401s, each answered
     with a new token and one retry; every event arrives once."""
-    server = start_emulator(events=1200, seed=3, options={"box": {"token_requests": 3}})
+    server = start_emulator(events=1200, seed=3, options={"box": {"token_uses": 3}})
     try:
         config = one_api_config(server.url, "box", settings={"page_size": 100})
         run = run_tap(config, streams=["box_events"])
@@ -372,7 +372,10 @@ def test_a_401_right_after_a_fresh_token_fails_without_a_loop(emulator, after):
     run = run_tap(one_api_config(emulator.url, "box", settings={"page_size": 100}),
                   streams=["box_events"])
     assert run.returncode == 1, run.stderr
-    assert box_token_requests(emulator) == (1 if after == 0 else 2)
+    # The run's token, then one new token for the one retry; the retry's 401 fails the stream.
+    assert box_token_requests(emulator) == 2
+    refused = 1000 - sum(fault.times for fault in emulator.app.faults)
+    assert refused == 2, f"{refused} requests refused: the 401 to a fresh token was retried"
     assert any("stream 'box_events': HTTP 401" in line for line in log_lines(run, "ERROR"))
     assert "Traceback" not in run.stderr
 
