@@ -25,7 +25,7 @@ from singer_sdk.streams.rest import PageContext
 
 from tap_events import retention, sdk_internals
 from tap_events.errors import TapEventsError, describe_failure, prefix, subject
-from tap_events.http import decode, page_body
+from tap_events.http import DeadlineExceeded, decode, page_body
 from tap_events.oauth import ClientCredentials
 from tap_events.timestamps import UtcTimestamps
 
@@ -175,6 +175,11 @@ class EventStream(sdk_internals.FastRecordPath):
         failures: list[str] = []
         try:
             super().sync(context)
+        except DeadlineExceeded:
+            if self.tail is None or not self.tail.over:
+                raise
+            # The tail's end cut a request short: the normal end of a tail run.
+            self.checkpoint()
         except Exception as error:
             message = self.describe_failure(error)
             self.logger.error("%s", message)
@@ -318,10 +323,16 @@ class EventStream(sdk_internals.FastRecordPath):
         """One try at one page: authenticate (a fresh token after a 401), send, classify."""
         response = self.http.request(self.authenticator(prepared),
                                   setting=self.setting_name(self.url_setting),
-                                  timeout=self.timeout, stream=not self.expects_json)
+                                  timeout=self.timeout, stream=not self.expects_json,
+                                  deadline=self.request_deadline)
         sdk_internals.log_request_duration(self, response, context)
         self.validate_response(response)
         return response
+
+    @property
+    def request_deadline(self) -> float | None:
+        """Seconds a page's request may take in all (None: `HttpClient.request`'s default)."""
+        return None
 
     def prepare_page(self, context: Context | None, paginator: BaseAPIPaginator
                      ) -> requests.PreparedRequest:
@@ -349,10 +360,12 @@ class EventStream(sdk_internals.FastRecordPath):
         parsed (and the previous page checkpointed) only after every record of the previous
         page was yielded; the run stops on the first page without records. What differs: the
         next page's request is prepared as soon as this page's token is known and, when worth
-        it, sent from a worker thread while this page's records are written.
+        it, sent from a worker thread while this page's records are written; and a cycle
+        (`PageCycleGuard`) stops the stream instead of paging forever.
         """
         paginator = self.get_new_paginator() or SinglePagePaginator()
         send = self.request_decorator(self.send_page)
+        guard = PageCycleGuard(self, paginator)
 
         def fetch(background: bool) -> requests.Response | Future:
             prepared = self.prepare_page(context, paginator)
@@ -366,25 +379,25 @@ class EventStream(sdk_internals.FastRecordPath):
             while True:
                 response = pending.result() if isinstance(pending, Future) else pending
                 request_counter.increment()
-                records = iter(self.parse_response(response))
+                records = iter(guard.page(self.parse_response(response)))
                 first = next(records, None)
                 if first is None:
                     if not paginator.continue_if_empty(response):
                         return
-                    paginator.advance(response)
+                    guard.advance(response)
                     pending = fetch(background=False)
                     continue
                 # Early only when the page's token is known before its records are read
                 # (JSON pages); streamed pages (SSE) learn their token by being read.
                 early = prefetch
                 if early:
-                    paginator.advance(response)
+                    guard.advance(response)
                     pending = None if paginator.finished else fetch(background=True)
                 started = time.perf_counter()
                 yield first
                 yield from records
                 if not early:
-                    paginator.advance(response)
+                    guard.advance(response)
                 if paginator.finished:
                     return
                 prefetch = self.PREFETCH and self.worth_prefetching(
@@ -590,3 +603,81 @@ class CursorStream(EventStream):
 
     is_sorted = True
     check_sorted = False
+
+
+class PageCycleGuard:
+    """Stops a page loop that goes round in circles, in one line naming stream and cursor.
+
+    Two shapes, whatever the API: a cursor already followed in this loop (A→B→A; the SDK only
+    catches A→A), and `STALE_PAGES` pages in a row made only of events this loop already read
+    (ever-new cursors over the same entries, a server ignoring the keyset). Such a page is
+    held back, not yielded, so the bookmark stays where the last new event put it; the stream
+    fails (`EventStream.sync`) and the run ends non-zero after the other streams. Both
+    memories are per loop (one sync of one partition): a tail poll reading its lookback again
+    starts afresh. Streamed pages (SSE) are not checked for stale events: they judge each
+    event as it comes (`SSEStream.is_new`).
+    """
+
+    #: Pages of only already-read events accepted in a row (an at-least-once API may resend
+    #: one page; three in a row is a loop).
+    STALE_PAGES = 3
+
+    def __init__(self, stream: EventStream, paginator: BaseAPIPaginator) -> None:
+        self.stream = stream
+        self.paginator = paginator
+        self.followed: set[str] = set()
+        #: Keys read by this loop, bounded like the dedupe window.
+        self.read: OrderedDict[t.Hashable, None] = OrderedDict()
+        self.stale_in_a_row = 0
+        self.keys = tuple(stream.primary_keys or ())
+        self.check_stale = stream.expects_json and bool(self.keys)
+
+    def cycle(self, what: str) -> TapEventsError:
+        cursor = repr(self.paginator.current_value)
+        if len(cursor) > 120:
+            cursor = cursor[:117] + "..."
+        return TapEventsError(
+            f"{self.stream.error_prefix}pagination cycle: {what} at cursor {cursor}; stopped "
+            "(the API repeats pages; the bookmark stays at the last new event)")
+
+    def advance(self, response: requests.Response) -> None:
+        """`paginator.advance`, refusing a cursor this loop already followed."""
+        self.followed.add(repr(self.paginator.current_value))
+        try:
+            self.paginator.advance(response)
+        except RuntimeError:  # the SDK's own check: the same token twice in a row
+            raise self.cycle("the API sent the same cursor again") from None
+        if not self.paginator.finished and repr(self.paginator.current_value) in self.followed:
+            raise self.cycle("the API sent a cursor already followed in this run")
+
+    def page(self, records: t.Iterable[dict]) -> t.Iterator[dict]:
+        """The page's records; the leading ones already read are held back until a new one
+        comes, and a page of nothing new counts towards `STALE_PAGES`."""
+        if not self.check_stale:
+            yield from records
+            return
+        held: list[dict] = []
+        fresh = False
+        for record in records:
+            if not fresh:
+                key = tuple(record.get(name) for name in self.keys)
+                if key in self.read:
+                    held.append(record)
+                    continue
+                fresh = True
+                self.stale_in_a_row = 0
+                yield from held
+                held = []
+            self.remember(record)
+            yield record
+        if held:
+            self.stale_in_a_row += 1
+            if self.stale_in_a_row >= self.STALE_PAGES:
+                raise self.cycle(f"{self.stale_in_a_row} pages in a row of only events "
+                                 "already read")
+            yield from held
+
+    def remember(self, record: dict) -> None:
+        self.read[tuple(record.get(name) for name in self.keys)] = None
+        if len(self.read) > EventStream.DEDUPE_WINDOW:
+            self.read.popitem(last=False)

@@ -17,9 +17,12 @@ what to check, and rules about where a request may go can be written here once:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
+import socket
+import threading
 import time
 import typing as t
 import weakref
@@ -30,6 +33,8 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from singer_sdk.exceptions import RetriableAPIError
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from tap_events.errors import TapEventsError, note_setting
 from tap_events.redact import redact
@@ -47,6 +52,12 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
 #: largest real page, far below what exhausts a worker's memory.
 DEFAULT_MAX_RESPONSE_MB = 100
 DEFAULT_MAX_TRIES = 6
+#: A request's total deadline (headers and body), in read timeouts: a read timeout alone is
+#: reset by every byte, so a server trickling a byte at a time would hold a run forever.
+DEADLINE_READ_TIMEOUTS = 3
+#: Decoded bytes read from a body at a time (a compressed chunk inflates to at most this
+#: much more: urllib3 bounds each decoded read).
+BODY_CHUNK_BYTES = 64 * 1024
 #: Connections kept per host: every stream of an API may hold one open at once (tail mode).
 POOL_SIZE = 32
 
@@ -61,6 +72,98 @@ RETRIED_ERRORS = (
 )
 
 Timeout = tuple[float, float]
+
+
+class DeadlineExceeded(requests.exceptions.Timeout):
+    """A request (headers and body) that did not end within its total deadline; retried
+    like any timeout."""
+
+
+class ResponseTooLarge(TapEventsError):
+    """An answer larger than `max_response_mb` (decoded); not retried."""
+
+
+class Deadline:
+    """One request's total deadline: when it passes, the request's socket is shut down, so
+    a read blocked on a trickling server returns at once (a timer thread does it)."""
+
+    def __init__(self, seconds: float, setting: str) -> None:
+        self.seconds = seconds
+        #: The setting the URL came from, for the error.
+        self.setting = setting
+        self.expired = False
+        self.done = False
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(max(0.0, seconds), self.expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """The socket the request is answered on (`WatchedConnection.getresponse`)."""
+        with self.lock:
+            self.sock = sock
+            if self.expired:
+                self.shut()
+
+    def expire(self) -> None:
+        with self.lock:
+            if not self.done:
+                self.expired = True
+                self.shut()
+
+    def shut(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+    def end(self) -> None:
+        """The request is over: the socket may serve another request, so never shut it."""
+        with self.lock:
+            self.done = True
+        self.timer.cancel()
+
+    def error(self) -> DeadlineExceeded:
+        error = DeadlineExceeded(
+            f"no complete answer within {self.seconds:.3g} s (the request deadline, "
+            f"{DEADLINE_READ_TIMEOUTS} x request_timeout_seconds)")
+        note_setting(error, self.setting)
+        return error
+
+
+#: The deadline of the request this thread is sending (read by `WatchedConnection`).
+_sending = threading.local()
+
+
+class WatchedConnection(HTTPConnection):
+    """Hands its socket to the deadline of the request being sent, before the headers."""
+
+    def getresponse(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        deadline = getattr(_sending, "deadline", None)
+        if deadline is not None:
+            deadline.watch(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class WatchedHTTPSConnection(WatchedConnection, HTTPSConnection):
+    pass
+
+
+class WatchedPool(HTTPConnectionPool):
+    ConnectionCls = WatchedConnection
+
+
+class WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = WatchedHTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An adapter whose connections report their socket to the request's `Deadline`."""
+
+    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": WatchedPool,
+                                                   "https": WatchedHTTPSPool}
 
 
 class Caller(t.Protocol):
@@ -97,8 +200,10 @@ class HttpClient:
         #: `max_response_mb` as given (for errors naming it) and in bytes.
         self.max_response_mb = float(config.get("max_response_mb") or DEFAULT_MAX_RESPONSE_MB)
         self.max_response_bytes = int(self.max_response_mb * 2**20)
+        #: When every request must have ended (monotonic; the tail's deadline), or None.
+        self.ends_at: float | None = None
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_maxsize=POOL_SIZE)
+        adapter = DeadlineAdapter(pool_maxsize=POOL_SIZE)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
@@ -123,23 +228,70 @@ class HttpClient:
     # ----------------------------------------------------------------- sending
 
     def request(self, request: requests.PreparedRequest, *, setting: str,
-                timeout: Timeout | None = None, stream: bool = False) -> requests.Response:
+                timeout: Timeout | None = None, stream: bool = False,
+                deadline: float | None = None) -> requests.Response:
         """Send `request` once; the only place the tap puts a request on the wire.
 
         `setting` names where the URL came from (`box.api_url`): a network failure carries
         it (`errors.setting_of`) so the one-line error says what to check. `stream=True`
-        leaves the body unread, for `chunks`.
+        leaves the body unread, for `chunks`; otherwise it is read here (`read_body`).
+        Headers and body must come within `deadline` seconds (default: a few read
+        timeouts; never past `ends_at`), else `DeadlineExceeded`.
         """
+        timeout = timeout or self.timeout()
+        seconds = deadline if deadline is not None else DEADLINE_READ_TIMEOUTS * timeout[1]
+        if self.ends_at is not None:
+            seconds = min(seconds, self.ends_at - time.monotonic())
+        watch = Deadline(seconds, setting)
+        _sending.deadline = watch
         try:
-            return self.session.send(request, timeout=timeout or self.timeout(),
-                                     stream=stream)
+            response = self.session.send(request, timeout=timeout, stream=True)
+            _DEADLINES[response] = watch
+            if not stream:
+                self.read_body(response, setting)
+            return response
         except requests.exceptions.RequestException as error:
+            if watch.expired:
+                raise watch.error() from error
             note_setting(error, setting)
             raise
+        finally:
+            _sending.deadline = None
+            if not stream:
+                watch.end()
 
     def chunks(self, response: requests.Response, size: int) -> Iterator[bytes]:
-        """The body of a streamed response (`request(stream=True)`), as it arrives."""
-        return response.iter_content(chunk_size=size)
+        """The body of a streamed response (`request(stream=True)`), as it arrives, within
+        the request's deadline."""
+        watch = _DEADLINES.get(response)
+        try:
+            yield from response.iter_content(chunk_size=size)
+            if watch is not None and watch.expired:
+                raise watch.error()
+        except requests.exceptions.RequestException as error:
+            if watch is not None and watch.expired:
+                raise watch.error() from error
+            raise
+        finally:
+            if watch is not None:
+                watch.end()
+
+    def read_body(self, response: requests.Response, setting: str) -> bytes:
+        """Read a whole body, at most `max_response_mb` decoded, within the deadline."""
+        if response._content is not False:
+            return response.content
+        body = bytearray()
+        for chunk in self.chunks(response, BODY_CHUNK_BYTES):
+            body += chunk
+            if len(body) > self.max_response_bytes:
+                response.close()
+                raise ResponseTooLarge(
+                    f"the answer from {setting} is larger than max_response_mb="
+                    f"{self.max_response_mb:g} allows (decoded; raise max_response_mb if the "
+                    "API really sends pages this large)", response)
+        # requests keeps a read body here; `response.content` and `.text` then use it.
+        response._content = bytes(body)
+        return response._content
 
     # ----------------------------------------------------------------- responses
 
@@ -152,6 +304,8 @@ class HttpClient:
         connection; after the last try it becomes a one-line error naming `setting`.
         """
         status = response.status_code
+        if expects_json or status >= HTTPStatus.BAD_REQUEST:
+            self.read_body(response, setting)
         if status == HTTPStatus.UNAUTHORIZED and caller.retry_after_refresh(response):
             raise RetriableAPIError(self.error_message(response, caller), response)
         if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
@@ -219,6 +373,8 @@ class HttpClient:
             waits,
             RETRIED_ERRORS,
             max_tries=lambda: self.max_tries,
+            # Past the run's end (the tail's deadline) nothing is retried.
+            giveup=lambda _error: self.ends_at is not None and time.monotonic() >= self.ends_at,
             on_backoff=log_retry,
             jitter=backoff.random_jitter,
             logger=caller.logger,
@@ -244,6 +400,8 @@ class HttpClient:
         return min(cap, float(2 ** (attempt - 1)))
 
 
+#: The deadline of each response whose body is still to be read (`chunks`).
+_DEADLINES: weakref.WeakKeyDictionary[requests.Response, Deadline] = weakref.WeakKeyDictionary()
 #: Decoded JSON bodies, by response (see `page_body`); each goes with its response.
 _BODIES: weakref.WeakKeyDictionary[requests.Response, t.Any] = weakref.WeakKeyDictionary()
 

@@ -290,6 +290,9 @@ class AlpacaStream(SSEStream):
             return rfc3339(moment)
         return ulid.encode(ulid.milliseconds(moment), 0 if lowest else ulid.MAX_RANDOMNESS)
 
+    def upper_bound(self) -> datetime.datetime | None:
+        return self._until
+
     def start_run(self, context: Context | None) -> None:
         """Fix this run's upper bound and read the bookmark (ULIDs only: with no bookmark the
         SDK hands back `start_date`)."""
