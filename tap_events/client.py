@@ -175,16 +175,14 @@ class EventStream(sdk_internals.FastRecordPath):
         failures: list[str] = []
         try:
             super().sync(context)
-        except DeadlineExceeded:
-            if self.tail is None or not self.tail.over:
-                raise
-            # The tail's end cut a request short: the normal end of a tail run.
-            self.checkpoint()
         except Exception as error:
-            message = self.describe_failure(error)
-            self.logger.error("%s", message)
-            self.logger.debug("Traceback for '%s'", self.name, exc_info=True)
-            failures.append(message)
+            # A request cut by the tail's end is the normal end of a tail run.
+            if not (isinstance(error, DeadlineExceeded) and self.tail is not None
+                    and self.tail.over):
+                message = self.describe_failure(error)
+                self.logger.error("%s", message)
+                self.logger.debug("Traceback for '%s'", self.name, exc_info=True)
+                failures.append(message)
             # The bookmark in memory covers only records already written, so it is safe to
             # hand to the target: the next run resumes here instead of re-reading the page.
             self.checkpoint()
@@ -384,20 +382,23 @@ class EventStream(sdk_internals.FastRecordPath):
                 if first is None:
                     if not paginator.continue_if_empty(response):
                         return
-                    guard.advance(response)
+                    if cycle := guard.advance(response):
+                        raise cycle
                     pending = fetch(background=False)
                     continue
                 # Early only when the page's token is known before its records are read
                 # (JSON pages); streamed pages (SSE) learn their token by being read.
                 early = prefetch
+                cycle = guard.advance(response) if early else None
                 if early:
-                    guard.advance(response)
-                    pending = None if paginator.finished else fetch(background=True)
+                    pending = None if paginator.finished or cycle else fetch(background=True)
                 started = time.perf_counter()
                 yield first
                 yield from records
                 if not early:
-                    guard.advance(response)
+                    cycle = guard.advance(response)
+                if cycle:  # raised once this page's records are out
+                    raise cycle
                 if paginator.finished:
                     return
                 prefetch = self.PREFETCH and self.worth_prefetching(
@@ -632,23 +633,27 @@ class PageCycleGuard:
         self.keys = tuple(stream.primary_keys or ())
         self.check_stale = stream.expects_json and bool(self.keys)
 
-    def cycle(self, what: str) -> TapEventsError:
-        cursor = repr(self.paginator.current_value)
+    def cycle(self, what: str, cursor: t.Any) -> TapEventsError:
+        cursor = repr(cursor)
         if len(cursor) > 120:
             cursor = cursor[:117] + "..."
         return TapEventsError(
             f"{self.stream.error_prefix}pagination cycle: {what} at cursor {cursor}; stopped "
             "(the API repeats pages; the bookmark stays at the last new event)")
 
-    def advance(self, response: requests.Response) -> None:
-        """`paginator.advance`, refusing a cursor this loop already followed."""
-        self.followed.add(repr(self.paginator.current_value))
+    def advance(self, response: requests.Response) -> TapEventsError | None:
+        """`paginator.advance`; the error to raise (once this page is out) when the next
+        cursor is one this loop already followed."""
+        current = self.paginator.current_value
+        self.followed.add(repr(current))
         try:
             self.paginator.advance(response)
         except RuntimeError:  # the SDK's own check: the same token twice in a row
-            raise self.cycle("the API sent the same cursor again") from None
-        if not self.paginator.finished and repr(self.paginator.current_value) in self.followed:
-            raise self.cycle("the API sent a cursor already followed in this run")
+            return self.cycle("the API sent the same cursor again", current)
+        following = self.paginator.current_value
+        if not self.paginator.finished and repr(following) in self.followed:
+            return self.cycle("the API sent a cursor already followed in this run", following)
+        return None
 
     def page(self, records: t.Iterable[dict]) -> t.Iterator[dict]:
         """The page's records; the leading ones already read are held back until a new one
@@ -656,6 +661,7 @@ class PageCycleGuard:
         if not self.check_stale:
             yield from records
             return
+        cursor = self.paginator.current_value  # the one this page was asked with
         held: list[dict] = []
         fresh = False
         for record in records:
@@ -674,7 +680,7 @@ class PageCycleGuard:
             self.stale_in_a_row += 1
             if self.stale_in_a_row >= self.STALE_PAGES:
                 raise self.cycle(f"{self.stale_in_a_row} pages in a row of only events "
-                                 "already read")
+                                 "already read", cursor)
             yield from held
 
     def remember(self, record: dict) -> None:
