@@ -105,14 +105,16 @@ class SSEStream(CursorStream):
     @property
     def request_deadline(self) -> float:
         """A connection ends by the replay's upper bound (`upper_bound`) plus a grace of a
-        few idle timeouts; a server still sending heartbeats then is cut, and the next
-        connection resumes where this one stopped. Tailing: the tail's deadline."""
+        few read timeouts (idle or request, the longer; a long replay takes time to send);
+        a server still sending heartbeats then is cut, and the next connection resumes where
+        this one stopped. Tailing: the tail's deadline."""
         if self.tail is not None:
             return self.tail.remaining()
         bound = self.upper_bound()
         now = datetime.datetime.now(datetime.UTC)
         left = 0.0 if bound is None else (bound - now).total_seconds()
-        return max(0.0, left) + DEADLINE_READ_TIMEOUTS * self.idle_seconds
+        grace = DEADLINE_READ_TIMEOUTS * max(self.idle_seconds, self.http.read_timeout)
+        return max(0.0, left) + grace
 
     def tail_records(self, context: Context | None) -> Iterator[dict]:
         """One open connection, reconnected as needed, until the tail's budget ends."""

@@ -151,7 +151,7 @@ def test_a_server_trickling_under_the_read_timeout_is_cut_at_the_request_deadlin
 
 def test_an_sse_replay_sending_heartbeats_past_its_bound_ends():
     """Alpaca replays up to the run's start; a server still sending heartbeats then is cut
-    (bound + 3 idle timeouts), reconnected, and after `max_retries` cuts without a new event
+    (bound + 3 read timeouts), reconnected, and after `max_retries` cuts without a new event
     the stream fails in one line."""
     head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Cache-Control: no-cache\r\n\r\n")
@@ -164,7 +164,8 @@ def test_an_sse_replay_sending_heartbeats_past_its_bound_ends():
 
     with hostile(heartbeats) as server:
         config = {"alpaca": {**tap_config(server.url)["alpaca"], "api_url": server.url,
-                             "idle_timeout_seconds": 2}, "max_retries": 2}
+                             "idle_timeout_seconds": 2},
+                  "request_timeout_seconds": 2, "max_retries": 2}
         tap = run(config, ["alpaca_trade_events"], "SSE heartbeats past until")
         requests = len(server.requests)
     assert tap.status == 1, tap.ended_stderr
@@ -260,7 +261,7 @@ CYCLES = {
                              ["l1", "l2", "l3", "l4"], "'A'", 3),
     "discue ignoring the keyset": (
         discue_same_page, lambda url: {"discue": {"api_url": url, "api_key": "k"}},
-        "discue_events", "id", ["d1", "d2", "d3", "d1", "d2", "d3"], "(1767225600003, 'd3')", 2),
+        "discue_events", "id", ["d1", "d2", "d3"], "(1767225600003, 'd3')", 2),
 }
 
 
