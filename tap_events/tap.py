@@ -56,17 +56,20 @@ class TapEvents(sdk_internals.TerminationHook):
             th.NumberType(minimum=0.1, maximum=3600),
             default=60,
             description="How long to wait for an API to answer a request, or to send the next "
-            "bytes of an answer, before the request is retried (connecting has 10 s). Alpaca's "
-            "streams use alpaca.idle_timeout_seconds instead, as their answers pause between "
-            "heartbeats.",
+            "bytes of an answer, before the request is retried (connecting has 10 s). A whole "
+            "request, headers and body, must end within 3 times this, so a server trickling "
+            "bytes cannot hold a run. Alpaca's streams use alpaca.idle_timeout_seconds instead, "
+            "as their answers pause between heartbeats; a replay must end within 3 read "
+            "timeouts after its upper bound.",
         ),
         th.Property(
             "max_response_mb",
             th.NumberType(minimum=1),
             default=DEFAULT_MAX_RESPONSE_MB,
-            description="Longest Server-Sent Events line or event the tap accepts (Alpaca), "
-            "in MB (2^20 bytes). Past it the stream fails with an error naming this setting, "
-            "so a broken or hostile server cannot exhaust memory.",
+            description="Largest answer the tap accepts from an API, in MB (2^20 bytes), "
+            "counted after decompression: one page or token response, and one Server-Sent "
+            "Events line or event (Alpaca). Past it the request fails, not retried, with an "
+            "error naming this setting, so a broken or hostile server cannot exhaust memory.",
         ),
         th.Property(
             "parallel_apis",
