@@ -131,7 +131,7 @@ class EventStream(sdk_internals.FastRecordPath):
         return self.http.session
 
     @property
-    def authenticator(self) -> Auth:  # type: ignore[override]
+    def authenticator(self) -> Auth:
         """The API's authenticator, chosen by its `Source` and shared by its streams."""
         return self.run.auth(self.source)
 
@@ -156,19 +156,15 @@ class EventStream(sdk_internals.FastRecordPath):
 
     # ----------------------------------------------------------------- sync
 
-    def sync(self, context: Context | None = None) -> None:
+    # `Stream.sync` is @final in singer-sdk's annotations; this override wraps it (calls it
+    # through super()) and adds only what happens around a stream's sync.
+    def sync(self, context: Context | None = None) -> None:  # type: ignore[misc]
         """Skip an API without credentials; report a failure in one line and go on.
 
         The tap exits non-zero at the end when any stream failed (`TapEvents.sync_all`).
         """
         if not self.source.is_configured(self.config):
-            self.logger.info(
-                "Skipping stream '%s': %s is not configured (set %s).",
-                self.name,
-                self.source.label,
-                self.source.credentials_hint(),
-            )
-            return
+            return  # said once per API by the tap (`TapEvents.log_unconfigured_apis`)
         if self.tail is not None and self.window_lag is not None:
             # Each poll of a tail run reads a new window, up to the time of that poll.
             self.window_end = self.window_now()
@@ -390,8 +386,8 @@ class EventStream(sdk_internals.FastRecordPath):
                 # (JSON pages); streamed pages (SSE) learn their token by being read.
                 early = prefetch
                 cycle = guard.advance(response) if early else None
-                if early:
-                    pending = None if paginator.finished or cycle else fetch(background=True)
+                if early and not paginator.finished and not cycle:
+                    pending = fetch(background=True)
                 started = time.perf_counter()
                 yield first
                 yield from records
@@ -461,7 +457,7 @@ class EventStream(sdk_internals.FastRecordPath):
     def key_types(self) -> dict[str, type]:
         """Each primary key and the Python type its schema declares (`str` unless integer)."""
         properties = self.schema.get("properties", {})
-        types = {}
+        types: dict[str, type] = {}
         for key in self.primary_keys or ():
             declared = properties.get(key, {}).get("type", "string")
             declared = declared if isinstance(declared, list) else [declared]
