@@ -293,7 +293,8 @@ class HttpClient:
 
     def read_body(self, response: requests.Response, setting: str) -> bytes:
         """Read a whole body, at most `max_response_mb` decoded, within the deadline."""
-        if response._content is not False:
+        watch = _DEADLINES.get(response)
+        if watch is None or watch.done:  # read already (or not sent by `request`)
             return response.content
         body = bytearray()
         for chunk in self.chunks(response, BODY_CHUNK_BYTES):
