@@ -618,13 +618,16 @@ class PageCycleGuard:
     #: Pages of only already-read events accepted in a row (an at-least-once API may resend
     #: one page; three in a row is a loop).
     STALE_PAGES = 3
+    #: Keys remembered (as hashes, oldest forgotten): a repeated page repeats recent events,
+    #: and a few MB per stream would show in the run's peak RSS.
+    REMEMBERED_KEYS = 10_000
 
     def __init__(self, stream: EventStream, paginator: BaseAPIPaginator) -> None:
         self.stream = stream
         self.paginator = paginator
         self.followed: set[str] = set()
-        #: Keys read by this loop, bounded like the dedupe window.
-        self.read: OrderedDict[t.Hashable, None] = OrderedDict()
+        #: Hashes of the keys read by this loop, in the order read (`REMEMBERED_KEYS`).
+        self.read: dict[int, None] = {}
         self.stale_in_a_row = 0
         self.keys = tuple(stream.primary_keys or ())
         self.check_stale = stream.expects_json and bool(self.keys)
@@ -662,8 +665,7 @@ class PageCycleGuard:
         fresh = False
         for record in records:
             if not fresh:
-                key = tuple(record.get(name) for name in self.keys)
-                if key in self.read:
+                if self.key_hash(record) in self.read:
                     held.append(record)
                     continue
                 fresh = True
@@ -679,7 +681,10 @@ class PageCycleGuard:
                                  "already read", cursor)
             yield from held
 
+    def key_hash(self, record: dict) -> int:
+        return hash(tuple(record.get(name) for name in self.keys))
+
     def remember(self, record: dict) -> None:
-        self.read[tuple(record.get(name) for name in self.keys)] = None
-        if len(self.read) > EventStream.DEDUPE_WINDOW:
-            self.read.popitem(last=False)
+        self.read[self.key_hash(record)] = None
+        if len(self.read) > self.REMEMBERED_KEYS:
+            del self.read[next(iter(self.read))]
