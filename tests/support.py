@@ -118,7 +118,9 @@ class RunningTap:
         return [(at, json.loads(line)) for at, line in list(self.lines)
                 if line.startswith("{")]
 
-    def wait_for(self, condition: t.Callable[[], bool], timeout: float = 30) -> None:
+    def wait_for(self, condition: t.Callable[[], bool], timeout: float = 240) -> None:
+        """Wait until `condition` holds; fails if the tap ends first. The timeout only stops a
+        hung test: on a loaded machine start-up alone can take a minute."""
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline or self.process.poll() is not None:
