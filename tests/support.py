@@ -139,7 +139,7 @@ class RunningTap:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
-        self.reader.join(timeout=10)
+        self.reader.join(timeout=120)
         stdout = "".join(line for _, line in self.lines)
         run = TapRun(self.process.returncode, stdout, self.stderr(),
                      parse_messages(stdout.splitlines()))

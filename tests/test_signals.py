@@ -145,7 +145,7 @@ class Tap:
         self.status = self.process.returncode
         self.draining.set()
         if self.reader is not None:
-            self.reader.join(timeout=10)
+            self.reader.join(timeout=120)
         self.ended_stderr = self.stderr()
         self.folder.cleanup()
         return self.status
