@@ -131,7 +131,7 @@ class EventStream(sdk_internals.FastRecordPath):
         return self.http.session
 
     @property
-    def authenticator(self) -> Auth:  # type: ignore[override]
+    def authenticator(self) -> Auth:
         """The API's authenticator, chosen by its `Source` and shared by its streams."""
         return self.run.auth(self.source)
 
@@ -156,7 +156,9 @@ class EventStream(sdk_internals.FastRecordPath):
 
     # ----------------------------------------------------------------- sync
 
-    def sync(self, context: Context | None = None) -> None:
+    # `Stream.sync` is @final in singer-sdk's annotations; this override wraps it (calls it
+    # through super()) and adds only what happens around a stream's sync.
+    def sync(self, context: Context | None = None) -> None:  # type: ignore[misc]
         """Skip an API without credentials; report a failure in one line and go on.
 
         The tap exits non-zero at the end when any stream failed (`TapEvents.sync_all`).
@@ -373,7 +375,8 @@ class EventStream(sdk_internals.FastRecordPath):
                 early = prefetch
                 if early:
                     paginator.advance(response)
-                    pending = None if paginator.finished else fetch(background=True)
+                    if not paginator.finished:
+                        pending = fetch(background=True)
                 started = time.perf_counter()
                 yield first
                 yield from records
@@ -441,7 +444,7 @@ class EventStream(sdk_internals.FastRecordPath):
     def key_types(self) -> dict[str, type]:
         """Each primary key and the Python type its schema declares (`str` unless integer)."""
         properties = self.schema.get("properties", {})
-        types = {}
+        types: dict[str, type] = {}
         for key in self.primary_keys or ():
             declared = properties.get(key, {}).get("type", "string")
             declared = declared if isinstance(declared, list) else [declared]
@@ -454,6 +457,8 @@ class EventStream(sdk_internals.FastRecordPath):
 
     def validate_response(self, response: requests.Response) -> None:
         """Classify a response and decode its JSON body once (`HttpClient.check`)."""
+        if response.status_code != HTTPStatus.UNAUTHORIZED:
+            self.authenticated()
         self.http.check(response, self, setting=self.setting_name(self.url_setting),
                         expects_json=self.expects_json)
 
@@ -461,13 +466,20 @@ class EventStream(sdk_internals.FastRecordPath):
 
     def retry_after_refresh(self, response: requests.Response) -> bool:
         """Whether a 401 deserves a retry: with minted tokens, mint one new token, once per
-        stream and run."""
+        401 (a second 401 in a row means the new token is refused too)."""
         auth = self.authenticator
         if isinstance(auth, ClientCredentials) and self.name not in auth.refreshed_for:
             auth.refreshed_for.add(self.name)
             auth.invalidate()
             return True
         return False
+
+    def authenticated(self) -> None:
+        """A request got past authentication: a later 401 (a token revoked or expired
+        early, an hour on) gets its own new token and retry."""
+        auth = self.authenticator
+        if isinstance(auth, ClientCredentials):
+            auth.refreshed_for.discard(self.name)
 
     def api_error_text(self, response: requests.Response) -> str:
         """The API's own words for an error response (none when they only repeat the HTTP
@@ -584,3 +596,11 @@ class CursorStream(EventStream):
 
     is_sorted = True
     check_sorted = False
+
+    def bookmark_cursor(self, value: t.Any, context: Context | None) -> None:
+        """Make `value` the bookmark though no record carries it (an API that answers "start
+        from here" with a cursor and no events), the way the SDK sets it from a record."""
+        key = self.replication_key
+        assert key is not None, "a CursorStream declares its cursor as its replication key"
+        self.state_manager.increment_state({key: value}, context=context, replication_key=key)
+        self.state_manager.is_flushed = False

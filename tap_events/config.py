@@ -13,10 +13,21 @@ import typing as t
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from singer_sdk import typing as th
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from tap_events.source import Source
+
+
+def number(*, minimum: float, maximum: float | None = None) -> th.NumberType:
+    """A number setting whose bounds may be fractions (`minimum=0.1` seconds).
+
+    singer-sdk 0.54 annotates numeric bounds as `int`, though it writes any number into the
+    schema; this is the one place that passes it a fraction.
+    """
+    return th.NumberType(minimum=minimum, maximum=maximum)  # type: ignore[arg-type]
 
 
 def is_safe_url(url: str) -> bool:
@@ -46,8 +57,8 @@ def secret_values(config: Mapping[str, t.Any], sources: Iterable[Source]) -> lis
 
 
 def settings_errors(config: Mapping[str, t.Any], sources: Iterable[Source]) -> list[str]:
-    """What the JSON schema cannot say: date formats, whole credential sets, and secrets
-    only over TLS."""
+    """What the JSON schema cannot say: date formats, whole credential sets, secrets only
+    over TLS, and each API's own checks (`Source.settings_errors`)."""
     errors = []
     start_date = config.get("start_date")
     if start_date:
@@ -64,6 +75,8 @@ def settings_errors(config: Mapping[str, t.Any], sources: Iterable[Source]) -> l
         errors += credential_errors(config, source)
         if not source.is_configured(config):
             continue
+        if source.settings_errors:
+            errors += source.settings_errors(source.settings(config))
         for key, value in source.settings(config).items():
             if key.endswith("_url") and isinstance(value, str) and not is_safe_url(value):
                 errors.append(

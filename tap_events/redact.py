@@ -16,11 +16,16 @@ AUTHORIZATION_VALUE = re.compile(
     r"\b(Bearer|Basic)(\s+)(?=[A-Za-z0-9\-._~+/]*[0-9])[A-Za-z0-9\-._~+/]{12,}=*", re.IGNORECASE
 )
 
+#: A JWT (base64url `{"` opens its header and its claims): a signed assertion the tap sent,
+#: whole or cut short where a server quoted the request only in part.
+JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?")
+
 
 def redact(text: str, secrets: t.Iterable[str]) -> str:
     """`text` with every secret value replaced by ***, longest first."""
     for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
         text = text.replace(secret, MASK)
+    text = JWT.sub(MASK, text)
     return AUTHORIZATION_VALUE.sub(rf"\1\2{MASK}", text)
 
 
