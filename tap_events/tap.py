@@ -72,6 +72,8 @@ class TapEvents(sdk_internals.TerminationHook):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         #: What this run's streams share; filled in once the config is known.
         self.run = RunContext()
+        if parallel.is_child():
+            parallel.watch_parent()
         #: The tail phase while it runs (tap_events/tail.py).
         self.tail_run: tail.TailRun | None = None
         try:
@@ -90,6 +92,8 @@ class TapEvents(sdk_internals.TerminationHook):
         redacting = RedactingFilter(self.run.secrets)
         for handler in logging.getLogger().handlers:
             handler.addFilter(redacting)
+        for setting in config.padded_secrets(self.config, SOURCES):
+            self.logger.debug("%s: surrounding whitespace removed from the value", setting)
         if kwargs.get("validate_config", True):
             errors = config.settings_errors(self.config, SOURCES)
             if errors:

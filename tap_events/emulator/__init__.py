@@ -15,6 +15,8 @@ from tap_events.emulator.discue import DiscueAPI
 from tap_events.emulator.socotra import SocotraAPI
 
 if t.TYPE_CHECKING:
+    import ssl
+
     from tap_events.emulator.base import EmulatedAPI
 
 EMULATED_APIS: dict[str, type[EmulatedAPI]] = {
@@ -47,10 +49,13 @@ def start_emulator(
     events: int | t.Mapping[str, int] = 1000,
     *,
     port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
     **kwargs: t.Any,
 ) -> EmulatorServer:
-    """Start the emulator on 127.0.0.1 (`port` 0 picks a free one) in a daemon thread."""
-    return EmulatorServer(build_app(events, **kwargs), port=port).start()
+    """Start the emulator on 127.0.0.1 (`port` 0 picks a free one) in a daemon thread; over
+    https with `ssl_context`."""
+    return EmulatorServer(build_app(events, **kwargs), port=port,
+                          ssl_context=ssl_context).start()
 
 
 def tap_config(server_url: str) -> dict[str, t.Any]:
