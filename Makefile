@@ -9,14 +9,16 @@ DEMO_ARGS ?=
 
 # Every version pinned (requirements/constraints.txt, refreshed by `make lock`), build
 # dependencies included: CI installs what the last `make lock` resolved, not what PyPI serves
-# that day. Reinstalled when pyproject.toml or the pins change.
+# that day. Reinstalled when a pyproject.toml or the pins change. The tap and the emulator (its
+# own distribution, in emulator/) in one pip command, so the tap's `emulator` extra resolves
+# to this checkout.
 CONSTRAINTS := requirements/constraints.txt
 PIP_INSTALL := $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
 	--constraint $(CONSTRAINTS)
-$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+$(VENV)/.installed: pyproject.toml emulator/pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade pip
-	$(PIP_INSTALL) --build-constraint $(CONSTRAINTS) -e '.[test]'
+	$(PIP_INSTALL) --build-constraint $(CONSTRAINTS) -e '.[test]' -e ./emulator
 	touch $@
 
 install: $(VENV)/.installed

@@ -29,11 +29,11 @@ import typing as t
 from pathlib import Path
 
 from benchmarks.run import catalog_for
-from tap_events.emulator import alpaca as emulated_alpaca
-from tap_events.emulator import start_emulator, tap_config
+from tap_events_emulator import alpaca as emulated_alpaca
+from tap_events_emulator import start_emulator, tap_config
 
 if t.TYPE_CHECKING:
-    from tap_events.emulator.app import EmulatorServer
+    from tap_events_emulator.app import EmulatorServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.bare_loops import LOOPS
-from tap_events.emulator import box, tap_config
+from tap_events_emulator import box, tap_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,7 +73,7 @@ def free_port() -> int:
 def emulator(events: int, latency_ms: float) -> t.Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "-m", "tap_events.emulator.cli", "--port", str(port), "--events", str(events),
+        [PYTHON, "-m", "tap_events_emulator.cli", "--port", str(port), "--events", str(events),
          "--latency-ms", str(latency_ms), "--response-cache-mb", str(CACHE_MB)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -28,7 +28,7 @@ from scripts.pipeline import (
     row_counts,
     step,
 )
-from tap_events.emulator import start_emulator
+from tap_events_emulator import start_emulator
 
 ENVIRONMENT = "demo"
 #: The demo environment's schema in meltano.yml.

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from tap_events.emulator import tap_config
 from tap_events.sources import SOURCES
+from tap_events_emulator import tap_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MELTANO_YML = ROOT / "meltano.yml"

@@ -113,7 +113,7 @@ def settings_env(config: Mapping[str, t.Any], prefix: str = "TAP_EVENTS") -> dic
 def job_env(emulator_url: str, database_url: str, **overrides: str) -> dict[str, str]:
     """The environment for `meltano run`: every API of the tap on the emulator at
     `emulator_url`, the target on `database_url`, then `overrides`."""
-    from tap_events.emulator import tap_config
+    from tap_events_emulator import tap_config
 
     return meltano_env({**settings_env(tap_config(emulator_url)),
                         "TARGET_POSTGRES_SQLALCHEMY_URL": database_url, **overrides})

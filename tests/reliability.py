@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import typing as t
 
-from tap_events.emulator import EMULATED_APIS, tap_config
 from tap_events.sources import SOURCES
+from tap_events_emulator import EMULATED_APIS, tap_config
 
 if t.TYPE_CHECKING:
-    from tap_events.emulator.app import EmulatorServer
+    from tap_events_emulator.app import EmulatorServer
     from tests.support import TapRun
 
 #: Every emulated API, by name (the name of its tap settings too).

@@ -9,11 +9,11 @@ import pytest
 import requests
 
 from tap_events import ulid
-from tap_events.emulator import alpaca as emulated
-from tap_events.emulator import start_emulator, tap_config
 from tap_events.redact import basic_credentials
 from tap_events.sources.alpaca import CURSOR_FIELD
 from tap_events.tap import TapEvents
+from tap_events_emulator import alpaca as emulated
+from tap_events_emulator import start_emulator, tap_config
 from tests.support import discover, log_lines, run_tap
 
 STREAMS = {feed.stream: feed for feed in emulated.FEEDS}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tap_events.emulator.box import ENTERPRISE_BASE, USER_BASE
+from tap_events_emulator.box import ENTERPRISE_BASE, USER_BASE
 from tests.support import discover, log_lines, run_tap
 
 

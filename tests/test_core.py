@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
-from tap_events.emulator import start_emulator, tap_config
 from tap_events.tap import TapEvents
+from tap_events_emulator import start_emulator, tap_config
 
 # Built at import: the SDK instantiates the tap while collecting the class.
 EMULATOR = start_emulator(events=600, seed=3)

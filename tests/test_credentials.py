@@ -22,16 +22,16 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from tap_events.emulator import start_emulator
 from tap_events.errors import TapEventsError
 from tap_events.http import HttpClient
 from tap_events.redact import RedactingFilter, redact
+from tap_events_emulator import start_emulator
 from tests.reliability import APIS, SOURCE_BY_NAME, assert_every_event_once, one_api_config
 from tests.support import RunningTap, log_lines, run_tap
 from tests.tls import make_ca
 
 if t.TYPE_CHECKING:
-    from tap_events.emulator.app import EmulatorServer
+    from tap_events_emulator.app import EmulatorServer
     from tests.support import TapRun
     from tests.tls import CertificateAuthority
 

@@ -10,10 +10,10 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tap_events.emulator import discue as emulated
-from tap_events.emulator import start_emulator, tap_config
 from tap_events.retention import duration_text
 from tap_events.sources.discue import format_cursor, parse_cursor
+from tap_events_emulator import discue as emulated
+from tap_events_emulator import start_emulator, tap_config
 from tests.support import log_lines, run_tap
 
 STREAM = "discue_events"

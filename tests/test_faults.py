@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tap_events.emulator import start_emulator
+from tap_events_emulator import start_emulator
 from tests.reliability import (
     APIS,
     assert_every_event_once,
@@ -32,7 +32,7 @@ from tests.reliability import (
 from tests.support import TAP, TapRun, clean_env, log_lines, run_tap
 
 if t.TYPE_CHECKING:
-    from tap_events.emulator.app import EmulatorServer
+    from tap_events_emulator.app import EmulatorServer
 
 #: Seconds a throttled request is asked to wait (Retry-After).
 RETRY_AFTER = "1"

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from singer_sdk.exceptions import ConfigValidationError
 
-from tap_events.emulator import start_emulator
 from tap_events.redact import RedactingFilter
 from tap_events.tap import TapEvents
+from tap_events_emulator import start_emulator
 from tests.reliability import APIS, SOURCE_BY_NAME, one_api_config
 
 EXAMPLES = 60

@@ -37,7 +37,7 @@ from scripts.pipeline import (
     row_counts,
     step,
 )
-from tap_events.emulator import start_emulator, tap_config
+from tap_events_emulator import start_emulator, tap_config
 from tests.support import run_tap
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -19,7 +19,7 @@ from tests.reliability import APIS, SOURCE_BY_NAME, one_api_config
 from tests.support import log_lines, run_tap
 
 if t.TYPE_CHECKING:
-    from tap_events.emulator.app import EmulatorServer
+    from tap_events_emulator.app import EmulatorServer
     from tests.support import TapRun
 
 

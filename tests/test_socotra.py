@@ -10,9 +10,9 @@ import datetime
 import pytest
 import requests
 
-from tap_events.emulator import socotra as emulated
-from tap_events.emulator import start_emulator, tap_config
 from tap_events.sources.socotra import socotra_time
+from tap_events_emulator import socotra as emulated
+from tap_events_emulator import start_emulator, tap_config
 from tests.support import TapRun, discover, log_lines, run_tap, select_streams
 
 EVENTS = "socotra_events"

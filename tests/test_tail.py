@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from tap_events.emulator import alpaca as emulated_alpaca
-from tap_events.emulator import start_emulator, tap_config
-from tap_events.emulator.box import USER_BASE
 from tap_events.sources.alpaca import CURSOR_FIELD
 from tap_events.tap import TapEvents
+from tap_events_emulator import alpaca as emulated_alpaca
+from tap_events_emulator import start_emulator, tap_config
+from tap_events_emulator.box import USER_BASE
 from tests.support import RunningTap, log_lines, run_tap
 
 EVENTS = 300

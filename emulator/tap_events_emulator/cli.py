@@ -8,8 +8,8 @@ import json
 import signal
 import sys
 
-from tap_events.emulator import EMULATED_APIS, build_app, tap_config
-from tap_events.emulator.app import EmulatorServer
+from tap_events_emulator import EMULATED_APIS, build_app, tap_config
+from tap_events_emulator.app import EmulatorServer
 
 
 def parse_events(values: list[str]) -> int | dict[str, int]:

@@ -30,7 +30,7 @@ import orjson
 from werkzeug.routing import Map, Rule
 
 from tap_events import ulid
-from tap_events.emulator.base import (
+from tap_events_emulator.base import (
     EVENT_SPACING_SECONDS,
     EmulatedAPI,
     json_response,
@@ -75,6 +75,8 @@ def iso_ms(milliseconds: int) -> str:
 
 class SocotraAPI(EmulatedAPI):
     name = "socotra"
+    tap_settings = {"token": TOKEN, "tenant_locators": list(TENANTS),
+                    "policy_locators": list(POLICY_LOCATORS)}
     url_map = Map([
         Rule("/event/<tenant>/events/list", endpoint="events_list", methods=["GET"]),
         Rule("/event/<tenant>/events/schedules/policy/<policy>", endpoint="scheduled_policy",

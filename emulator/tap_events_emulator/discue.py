@@ -26,7 +26,7 @@ from http import HTTPStatus
 
 from werkzeug.routing import Map, Rule
 
-from tap_events.emulator.base import EmulatedAPI, json_response
+from tap_events_emulator.base import EmulatedAPI, json_response
 
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -52,6 +52,7 @@ CATEGORY_NAMES = tuple(CATEGORIES)
 
 class DiscueAPI(EmulatedAPI):
     name = "discue"
+    tap_settings = {"api_key": API_KEY}
     url_map = Map([Rule("/v1/events", endpoint="events", methods=["GET"])])
 
     DEFAULT_LIMIT = 100

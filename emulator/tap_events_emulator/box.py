@@ -30,7 +30,7 @@ from collections import OrderedDict
 
 from werkzeug.routing import Map, Rule
 
-from tap_events.emulator.base import EmulatedAPI, json_response, parse_time
+from tap_events_emulator.base import EmulatedAPI, json_response, parse_time
 
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -64,6 +64,8 @@ class BoxAPI(EmulatedAPI):
         Rule("/realtime/subscribe", endpoint="realtime", methods=["GET"]),
     ])
     fault_path = "/2.0/events"
+    tap_settings = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                    "subject_type": "enterprise", "subject_id": "12345"}
 
     #: Every this many pages of an at-least-once feed comes back at half size.
     SHORT_PAGE_EVERY = 5

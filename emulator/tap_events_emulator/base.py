@@ -42,6 +42,10 @@ class EmulatedAPI:
     #: The path prefix of the requests that read events (not a token endpoint's): tests aim
     #: faults at it to hit the event streams of this API and nothing else.
     fault_path: t.ClassVar[str] = ""
+    #: The values this API answers to, by the name of the tap's setting (`tap_events.sources`):
+    #: one of the tap's credential sets, and the ids the data is generated for. The URL
+    #: settings are not listed: `tap_config` derives them from the tap's defaults.
+    tap_settings: t.ClassVar[dict[str, t.Any]]
 
     def __init__(self, *, events: int, seed: int, now: datetime.datetime | None = None) -> None:
         self.seed = seed

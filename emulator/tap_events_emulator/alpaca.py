@@ -33,14 +33,14 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Response
 
 from tap_events import ulid
-from tap_events.emulator.base import EmulatedAPI, json_response
+from tap_events_emulator.base import EmulatedAPI, json_response
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
     from werkzeug.wrappers import Request
 
-    from tap_events.emulator.app import Fault
+    from tap_events_emulator.app import Fault
 
 API_KEY = "emulator-alpaca-key"
 API_SECRET = "emulator-alpaca-secret"
@@ -87,6 +87,7 @@ class ParameterError(ValueError):
 
 class AlpacaAPI(EmulatedAPI):
     name = "alpaca"
+    tap_settings = {"api_key": API_KEY, "api_secret": API_SECRET}
     url_map = Map([Rule(feed.path, endpoint="events", methods=["GET"],
                         defaults={"path": feed.path}) for feed in FEEDS])
 

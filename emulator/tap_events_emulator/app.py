@@ -41,7 +41,7 @@ import orjson
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from tap_events.emulator.base import EmulatedAPI, json_response
+from tap_events_emulator.base import EmulatedAPI, json_response
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable
