@@ -58,7 +58,7 @@ def box_ids(server: EmulatorServer, start: int, stop: int) -> list[str]:
 def alpaca_ids(server: EmulatorServer, start: int, stop: int) -> list[str]:
     api = server.app.apis["alpaca"]
     feeds = emulated_alpaca.FEEDS
-    return [api.event(feeds[i % len(feeds)], i // len(feeds))[feeds[i % len(feeds)].id_field]
+    return [api.event(feeds[i % len(feeds)], i // len(feeds))[feeds[i % len(feeds)].key]
             for i in range(start, stop)]
 
 
@@ -67,7 +67,8 @@ def box_listening(server: EmulatorServer) -> bool:
 
 
 def alpaca_listening(server: EmulatorServer) -> bool:
-    open_streams = {r["path"] for r in server.requests("alpaca") if "until" not in r["query"]}
+    open_streams = {r["path"] for r in server.requests("alpaca")
+                    if not {"until", "until_id", "until_ulid"} & r["query"].keys()}
     return len(open_streams) == len(emulated_alpaca.FEEDS)
 
 
@@ -82,7 +83,8 @@ def record_id(line: str) -> str | None:
     if not line.startswith('{"type":"RECORD"'):
         return None
     record = json.loads(line)["record"]
-    return record.get("event_ulid") or record["event_id"]
+    # The key each scenario lists: an activity's `ref_id`, else the event's ULID.
+    return record.get("ref_id") or record.get("event_ulid") or record["event_id"]
 
 
 def measure(scenario: Scenario, events: int, interval: float, latency_ms: float

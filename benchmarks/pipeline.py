@@ -5,7 +5,10 @@ fresh schema each time:
 
 - **meltano**: `meltano --environment=demo run tap-events target-postgres --full-refresh` with
   the shipped meltano.yml, its extractor selected to the API's main stream (the one the bare
-  loop reads); landed events/s = rows in PostgreSQL / wall time of the command;
+  loop reads); landed events/s = rows in PostgreSQL / wall time of the command. Run once per
+  loader setting in `LOADER_SETTINGS` (INSERT and COPY), alternating, and after each run every
+  stored date-time is compared with the instant the tap emitted (the server's default time
+  zone is Asia/Kolkata): a setting that stores a wrong time is reported as incorrect;
 - **tap alone**: `tap-events` with the same config and catalog to /dev/null; its wall time over
   the meltano run's is the share of the pipeline's time spent in the tap;
 - **bare → target**: the stream's SCHEMA message, then `benchmarks/bare_loops.py` piped into the
@@ -21,6 +24,7 @@ The ratio meltano / bare → target is the issue's "the tap is never what the us
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -41,6 +45,7 @@ from benchmarks.run import (
 from scripts.pipeline import (
     JOB,
     MELTANO,
+    default_time_zone,
     drop_schema,
     ensure_meltano,
     meltano_env,
@@ -48,11 +53,14 @@ from scripts.pipeline import (
     row_counts,
     settings_env,
     step,
+    wrong_times,
 )
 
 TARGET = ROOT / ".meltano" / "loaders" / "target-postgres" / "venv" / "bin" / "target-postgres"
 SCHEMA = "tap_events_bench"
 ENVIRONMENT = "demo"
+#: target-postgres's `use_copy` under each name, set through Meltano's environment variable.
+LOADER_SETTINGS = {"insert": "false", "copy": "true"}
 
 
 def landed(url: str, stream: str, seconds: float, expected: int) -> dict[str, float]:
@@ -74,13 +82,25 @@ def run_meltano(env: dict[str, str], url: str, stream: str, expected: int,
     return landed(url, stream, time.perf_counter() - started, expected)
 
 
+def emitted_records(tap: list[str], stream: str) -> list[dict]:
+    """The RECORDs of one run of the tap, to compare stored date-times with."""
+    with tempfile.TemporaryFile() as out:
+        subprocess.run(tap, stdout=out, stderr=subprocess.DEVNULL, check=True)
+        out.seek(0)
+        messages = (json.loads(line) for line in out if line.startswith(b"{"))
+        return [m["record"] for m in messages
+                if m.get("type") == "RECORD" and m["stream"] == stream]
+
+
 def run_bare_into_target(api: str, config: Path, target_config: Path, schema_line: bytes,
                          url: str, stream: str, expected: int) -> dict[str, float]:
     drop_schema(url, SCHEMA)
     started = time.perf_counter()
     with tempfile.TemporaryFile() as log:
+        # PGTZ as meltano.yml gives the target (Meltano is not in this pipeline).
         target = subprocess.Popen([str(TARGET), "--config", str(target_config)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log,
+                                  env={**os.environ, "PGTZ": "UTC"})
         assert target.stdin is not None
         target.stdin.write(schema_line)
         target.stdin.flush()
@@ -112,6 +132,7 @@ def bench_pipeline(apis: list[str], events: int, reps: int) -> list[dict[str, t.
         target_config.write_text(step(
             [str(MELTANO), f"--environment={ENVIRONMENT}", "config", "--unsafe", "print",
              JOB[1]], "meltano config print", env=env).stdout)
+        target_use_copy = str(json.loads(target_config.read_text()).get("use_copy")).lower()
         for api in apis:
             stream = LOOPS[api].stream
             print(f"pipeline: {api} ({stream}) ...", flush=True)
@@ -125,11 +146,22 @@ def bench_pipeline(apis: list[str], events: int, reps: int) -> list[dict[str, t.
             run_env = {**env, "TAP_EVENTS__SELECT": json.dumps([f"{stream}.*"])}
             tap = [PYTHON, "-m", "tap_events", "--config", str(config_path),
                    "--catalog", str(catalog)]
-            measured(tap)  # warm-up: the emulator now serves these pages from memory
-            runs: dict[str, list[dict[str, float]]] = {"meltano": [], "tap_alone": [],
-                                                      "bare_into_target": []}
-            for _ in range(reps):
-                runs["meltano"].append(run_meltano(run_env, db_url, stream, expected))
+            # Warm-up (the emulator now serves these pages from memory) and the records.
+            emitted = {stream: emitted_records(tap, stream)}
+            runs: dict[str, list[dict[str, float]]] = {
+                **{f"meltano_{name}": [] for name in LOADER_SETTINGS},
+                "tap_alone": [], "bare_into_target": []}
+            wrong: dict[str, list[str]] = {name: [] for name in LOADER_SETTINGS}
+            for rep in range(reps):
+                # Each setting goes first in every other repetition: the machine's load drifts.
+                settings = list(LOADER_SETTINGS.items())
+                for name, use_copy in settings[::-1] if rep % 2 else settings:
+                    runs[f"meltano_{name}"].append(run_meltano(
+                        {**run_env, "TARGET_POSTGRES_USE_COPY": use_copy}, db_url, stream,
+                        expected))
+                    checked, differ = wrong_times(db_url, SCHEMA, {stream: entry}, emitted)
+                    runs[f"meltano_{name}"][-1]["times_checked"] = checked.get(stream, 0)
+                    wrong[name] += differ
                 seconds, cpu, rss = measured(tap)
                 runs["tap_alone"].append({"seconds": seconds, "cpu_seconds": cpu,
                                           "peak_rss_mb": rss})
@@ -137,22 +169,37 @@ def bench_pipeline(apis: list[str], events: int, reps: int) -> list[dict[str, t.
                     api, config_path, target_config, schema_line + b"\n", db_url, stream,
                     expected))
             idle = run_meltano(run_env, db_url, stream, expected, full_refresh=False)
-            meltano_eps = statistics.median(r["events_per_second"] for r in runs["meltano"])
+            eps = {name: statistics.median(r["events_per_second"]
+                                           for r in runs[f"meltano_{name}"])
+                   for name in LOADER_SETTINGS}
             bare_eps = statistics.median(r["events_per_second"]
                                          for r in runs["bare_into_target"])
-            meltano_s = statistics.median(r["seconds"] for r in runs["meltano"])
+            shipped = next(name for name, value in LOADER_SETTINGS.items()
+                           if value == target_use_copy)
+            meltano_s = statistics.median(r["seconds"] for r in runs[f"meltano_{shipped}"])
             tap_s = statistics.median(r["seconds"] for r in runs["tap_alone"])
             row = {"api": api, "stream": stream, "events": expected, "runs": runs,
-                   "meltano_events_per_second": meltano_eps,
+                   "server_time_zone": default_time_zone(db_url), "shipped": shipped,
+                   **{f"meltano_{name}_events_per_second": eps[name] for name in eps},
+                   **{f"meltano_{name}_times_wrong": len(wrong[name]) for name in wrong},
+                   "times_wrong_examples": {name: w[:3] for name, w in wrong.items()},
+                   "meltano_events_per_second": eps[shipped],
                    "bare_into_target_events_per_second": bare_eps,
-                   "ratio": meltano_eps / bare_eps, "tap_share": tap_s / meltano_s,
+                   "ratio": eps[shipped] / bare_eps, "tap_share": tap_s / meltano_s,
                    "meltano_seconds": meltano_s, "tap_alone_seconds": tap_s,
                    "meltano_nothing_new_seconds": idle["seconds"]}
             rows.append(row)
-    print(f"\n{'API':<8} {'events':>8} {'meltano ev/s':>12} {'bare→target ev/s':>16} "
+    print(f"\n{'API':<8} {'events':>8} {'INSERT ev/s':>11} {'COPY ev/s':>10} "
+          f"{'COPY/INSERT':>11} {'wrong times I/C':>15} {'bare→target ev/s':>16} "
           f"{'ratio':>6} {'tap share':>9} {'nothing-new run':>15}")
     for row in rows:
-        print(f"{row['api']:<8} {row['events']:>8} {row['meltano_events_per_second']:>12,.0f} "
+        insert, copy = row["meltano_insert_events_per_second"], row[
+            "meltano_copy_events_per_second"]
+        print(f"{row['api']:<8} {row['events']:>8} {insert:>11,.0f} {copy:>10,.0f} "
+              f"{copy / insert:>11.2f} "
+              f"{row['meltano_insert_times_wrong']:>7}/{row['meltano_copy_times_wrong']:<7} "
               f"{row['bare_into_target_events_per_second']:>16,.0f} {row['ratio']:>6.2f} "
               f"{row['tap_share']:>9.0%} {row['meltano_nothing_new_seconds']:>14.1f}s")
+    print(f"(server time zone {rows[0]['server_time_zone'] if rows else '?'}; ratio and tap "
+          f"share for the shipped setting, {rows[0]['shipped'] if rows else '?'})")
     return rows

@@ -3,7 +3,9 @@
 `make demo` runs this. It installs Meltano and the plugins, starts the API emulator and an
 embedded PostgreSQL (or uses `TARGET_POSTGRES_SQLALCHEMY_URL` when set), runs the job, adds
 events, runs it again from the saved state, prints rows per table, and stops what it started.
-It exits 1 when a table does not hold exactly the emulator's events.
+It exits 1 when a table does not hold exactly the emulator's events, or when a stored
+date-time is not the instant the tap emitted, in UTC (the embedded server's default time zone
+is Asia/Kolkata, so a loader session not pinned to UTC would show).
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from scripts.pipeline import (
     MELTANO,
     ROOT,
     PipelineError,
+    catalog,
+    default_time_zone,
     drop_schema,
     duplicate_keys,
     ensure_meltano,
     job_env,
     meltano_run,
     postgres,
-    primary_keys,
     row_counts,
     step,
+    tap_records,
+    wrong_times,
 )
-from tap_events_emulator import start_emulator
+from tap_events_emulator import start_emulator, tap_config
 
 ENVIRONMENT = "demo"
 #: The demo environment's schema in meltano.yml.
@@ -58,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def demo(events: int, new_events: int, install_seconds: float, started: float) -> int:
-    streams = primary_keys()
+    entries = catalog()
+    streams = {name: entry.get("key_properties") or [] for name, entry in entries.items()}
     emulator = start_emulator(events=events)
     external = os.environ.get(PG_URL_VARIABLE)
     try:
@@ -66,7 +72,7 @@ def demo(events: int, new_events: int, install_seconds: float, started: float) -
             say(f"emulator: {', '.join(emulator.app.apis)} on {emulator.url}, "
                 f"{events} events per API")
             say(f"PostgreSQL: {'from ' + PG_URL_VARIABLE if external else 'embedded, .demo/pgdata'}"
-                f", schema {SCHEMA} (dropped first)")
+                f", schema {SCHEMA} (dropped first), server time zone {default_time_zone(url)}")
             env = job_env(emulator.url, url)
             drop_schema(url, SCHEMA)
             step([str(MELTANO), f"--environment={ENVIRONMENT}", "state", "clear", "--force",
@@ -85,6 +91,9 @@ def demo(events: int, new_events: int, install_seconds: float, started: float) -
             after_second = row_counts(url, SCHEMA, streams)
             duplicates = {name: duplicate_keys(url, SCHEMA, name, keys) if after_second[name]
                           else 0 for name, keys in streams.items()}
+            say("reading every event once more with the tap alone, to compare stored times ...")
+            times_checked, times_wrong = wrong_times(url, SCHEMA, entries,
+                                                     tap_records(tap_config(emulator.url)))
     finally:
         emulator.stop()
 
@@ -100,13 +109,21 @@ def demo(events: int, new_events: int, install_seconds: float, started: float) -
     say(f"meltano install: {install_seconds:.1f} s; whole demo: "
         f"{time.monotonic() - started:.1f} s")
 
+    say(f"date-times compared with the instant the tap emitted, in UTC: "
+        f"{sum(times_checked.values())} in {len(times_checked)} tables, "
+        f"{len(times_wrong)} differ")
+
     wrong = [name for name, first_rows, *_ in rows
              if first_rows != expected_first.get(name)
              or after_second[name] != expected.get(name) or duplicates[name]]
     if wrong:
         say(f"\nFAILED: {', '.join(wrong)} do not hold exactly the emulator's events")
         return 1
-    say("\nOK: every event is in PostgreSQL exactly once; run 2 added only the new events.")
+    if times_wrong:
+        say(f"\nFAILED: stored date-times differ from the emitted ones, e.g. {times_wrong[:3]}")
+        return 1
+    say("\nOK: every event is in PostgreSQL exactly once; run 2 added only the new events;\n"
+        "every stored date-time is the instant the tap emitted, in UTC.")
     return 0
 
 

@@ -14,12 +14,14 @@ Shared by the demo (`python -m scripts.demo`) and tests/test_meltano_e2e.py so b
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 import warnings
@@ -40,6 +42,10 @@ MELTANO_REQUIREMENT = "meltano>=4.4,<5"
 #: The versions of Meltano and its dependencies, pinned by `make lock` (scripts/lock.py).
 MELTANO_CONSTRAINTS = ROOT / "requirements" / "meltano.txt"
 JOB = ("tap-events", "target-postgres")
+#: The embedded server's default `timezone`: not UTC (+05:30), as on many warehouses, so a
+#: loader session left in the server's zone would store every time 5 h 30 off. meltano.yml
+#: pins the loader's session to UTC (PGTZ); the demo and the end-to-end test check it holds.
+EMBEDDED_TIME_ZONE = "Asia/Kolkata"
 
 
 class PipelineError(RuntimeError):
@@ -171,9 +177,24 @@ def postgres(url: str | None, pgdata: Path) -> Iterator[str]:
             raise PipelineError(f"embedded PostgreSQL did not start in {pgdata}: {error}") \
                 from error
     try:
-        yield server.get_uri(driver="psycopg")
+        url = server.get_uri(driver="psycopg")
+        set_default_time_zone(url, EMBEDDED_TIME_ZONE)
+        yield url
     finally:
         server.cleanup()
+
+
+def set_default_time_zone(url: str, zone: str) -> None:
+    """The server's default `timezone` for new sessions (a server of our own: ALTER SYSTEM)."""
+    with connect(url) as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET timezone = {}").format(sql.Literal(zone)))
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def default_time_zone(url: str) -> str:
+    """The `timezone` a new session gets when it asks for none."""
+    with connect(url) as conn:
+        return conn.execute("SHOW timezone").fetchone()[0]
 
 
 def connect(url: str) -> psycopg.Connection:
@@ -213,7 +234,73 @@ def duplicate_keys(url: str, schema: str, table: str, keys: t.Sequence[str]) -> 
         return conn.execute(query).fetchone()[0]
 
 
+def wrong_times(url: str, schema: str, entries: Mapping[str, Mapping[str, t.Any]],
+                records: Mapping[str, t.Sequence[Mapping[str, t.Any]]]) -> tuple[dict, list]:
+    """Compare, row by row, every top-level date-time stored in PostgreSQL with the instant
+    the tap emitted for that record (`records`, by stream), in UTC.
+
+    `entries` are the catalog entries by stream. Returns the values checked per stream (for
+    every stream with a top-level date-time) and a description of each value that differs,
+    or that was not emitted in UTC as RFC 3339 `…Z`.
+    """
+    checked: dict[str, int] = {}
+    wrong: list[str] = []
+    with connect(url) as conn:
+        for name, entry in entries.items():
+            keys = list(entry["key_properties"])
+            fields = [field for field, prop in entry["schema"]["properties"].items()
+                      if prop.get("format") == "date-time"]
+            if not fields:
+                continue
+            query = sql.SQL("SELECT {}, {} FROM {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, keys)),
+                sql.SQL(", ").join(map(sql.Identifier, fields)), sql.Identifier(schema, name))
+            stored = {tuple(row[:len(keys)]): row[len(keys):]
+                      for row in conn.execute(query).fetchall()}
+            checked[name] = 0
+            for record in records.get(name, ()):
+                key = tuple(record[k] for k in keys)
+                row = stored.get(key)
+                if row is None:
+                    wrong.append(f"{name} {key}: emitted, not stored")
+                    continue
+                for field, value in zip(fields, row, strict=True):
+                    emitted = record.get(field)
+                    if emitted is not None and not str(emitted).endswith("Z"):
+                        wrong.append(f"{name} {key} {field}: emitted {emitted!r}, not UTC")
+                    if naive_utc(value) != naive_utc(emitted):
+                        wrong.append(f"{name} {key} {field}: emitted {emitted}, stored {value}")
+                    checked[name] += 1
+    return checked, wrong
+
+
+def naive_utc(value: t.Any) -> datetime.datetime | None:
+    """A timestamp as a naive UTC datetime (what `timestamp without time zone` holds)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.UTC).replace(tzinfo=None)
+    return value
+
+
 # ------------------------------------------------------------------------------ the tap
+
+
+def tap_records(config: Mapping[str, t.Any]) -> dict[str, list[dict]]:
+    """The RECORDs of a full run of the tap over every stream, by stream."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.json"
+        path.write_text(json.dumps(config))
+        out = step([sys.executable, "-m", "tap_events", "--config", str(path)],
+                   "tap-events (the records to compare with)", env=meltano_env({}))
+    records: dict[str, list[dict]] = {}
+    for line in out.stdout.splitlines():
+        message = json.loads(line) if line.startswith("{") else {}
+        if message.get("type") == "RECORD":
+            records.setdefault(message["stream"], []).append(message["record"])
+    return records
 
 
 def catalog() -> dict[str, dict[str, t.Any]]:
@@ -221,11 +308,6 @@ def catalog() -> dict[str, dict[str, t.Any]]:
     out = subprocess.run([sys.executable, "-m", "tap_events", "--discover"], cwd=ROOT,
                          env=meltano_env({}), capture_output=True, text=True, check=True)
     return {s["tap_stream_id"]: s for s in json.loads(out.stdout)["streams"]}
-
-
-def primary_keys() -> dict[str, list[str]]:
-    """Every stream the tap discovers, with its primary key."""
-    return {name: entry.get("key_properties") or [] for name, entry in catalog().items()}
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ from singer_sdk.pagination import SinglePagePaginator
 from singer_sdk.streams.rest import PageContext
 
 from tap_events import retention, sdk_internals
-from tap_events.errors import TapEventsError, describe_failure, prefix
+from tap_events.errors import TapEventsError, describe_failure, prefix, subject
 from tap_events.http import decode, page_body
 from tap_events.oauth import ClientCredentials
+from tap_events.timestamps import UtcTimestamps
 
 if t.TYPE_CHECKING:
     import requests
@@ -521,13 +522,21 @@ class EventStream(sdk_internals.FastRecordPath):
     # ----------------------------------------------------------------- records
 
     def post_process(self, row: dict, context: Context | None = None) -> dict | None:
-        """`complete` the record, then drop repeats (`dedupe`) and events before `start_date`."""
+        """`complete` the record, then drop repeats (`dedupe`) and events before `start_date`;
+        what is kept gets its top-level date-times in UTC (`timestamps`) before the SDK writes
+        it and moves a date-time bookmark with it."""
         row = self.complete(row, context)
         if self.dedupe and self.seen_before(self.key_of(row)):
             return None
         if self.start_date_field is not None and self.before_start(row):
             return None
+        self.timestamps.convert(row)
         return row
+
+    @cached_property
+    def timestamps(self) -> UtcTimestamps:
+        """This stream's top-level date-time fields, converted to UTC (tap_events/timestamps.py)."""
+        return UtcTimestamps(self.schema, subject(self.source.label, self.name), self.logger)
 
     def complete(self, row: dict, context: Context | None) -> dict:
         """Add what the API leaves out of a record (the tenant of a partition)."""

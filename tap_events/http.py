@@ -53,6 +53,9 @@ DEFAULT_MAX_RETRY_WAIT_SECONDS = 300
 #: otherwise: a dead socket is noticed within a minute, not the SDK's 300 s.
 CONNECT_TIMEOUT_SECONDS = 10
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 60
+#: Largest answer accepted unless configured otherwise (`max_response_mb`): far above the
+#: largest real page, far below what exhausts a worker's memory.
+DEFAULT_MAX_RESPONSE_MB = 100
 DEFAULT_MAX_TRIES = 6
 #: Connections kept per host: every stream of an API may hold one open at once (tail mode).
 POOL_SIZE = 32
@@ -108,6 +111,9 @@ class HttpClient:
             config.get("max_retry_wait_seconds") or DEFAULT_MAX_RETRY_WAIT_SECONDS)
         self.read_timeout = float(
             config.get("request_timeout_seconds") or DEFAULT_REQUEST_TIMEOUT_SECONDS)
+        #: `max_response_mb` as given (for errors naming it) and in bytes.
+        self.max_response_mb = float(config.get("max_response_mb") or DEFAULT_MAX_RESPONSE_MB)
+        self.max_response_bytes = int(self.max_response_mb * 2**20)
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_maxsize=POOL_SIZE)
         self.session.mount("https://", adapter)

@@ -23,15 +23,19 @@ import contextlib
 import copy
 import decimal
 import json
+import math
 import os
 import selectors
 import signal
 import subprocess
 import sys
 import threading
+import time
 import typing as t
 
 import orjson
+
+from tap_events.writer import BufferedRecordWriter, Output, stdout_error_text
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -42,6 +46,9 @@ CHILD_ENV = "TAP_EVENTS_PARALLEL_CHILD"
 #: A STATE line as the tap's writer (msgspec, `type` first) writes it.
 STATE_PREFIX = b'{"type":"STATE"'
 READ_BYTES = 1 << 20
+#: How long the parent goes on after a signal: each child has `BufferedRecordWriter.
+#: FINISH_SECONDS` to write its final STATE, the parent a second more to pass it on.
+FINISH_SECONDS = BufferedRecordWriter.FINISH_SECONDS + 1.0
 
 
 def is_child() -> bool:
@@ -75,6 +82,10 @@ class StateMerger:
         for stream, bookmark in (value.get("bookmarks") or {}).items():
             if stream in own:
                 self.state["bookmarks"][stream] = bookmark
+        return self.line()
+
+    def line(self) -> bytes:
+        """The merged state as a STATE line."""
         return orjson.dumps({"type": "STATE", "value": self.state}) + b"\n"
 
 
@@ -87,6 +98,35 @@ class Child:
         self.pending = b""
 
 
+class StdoutClosed(Exception):
+    """The parent's stdout failed (its reader is gone): the children were stopped."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(stdout_error_text(error))
+
+
+class Stopped(Exception):
+    """A signal ended the run; `complete` when the last STATE reached stdout in time."""
+
+    def __init__(self, signum: int, *, complete: bool) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.complete = complete
+        #: Each API's exit status.
+        self.statuses: dict[str, int] = {}
+
+
+class Termination:
+    """The signal that asked the run to end, and the deadline it set."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deadline = math.inf
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
 def run(
     config: Mapping[str, t.Any],
     catalog: dict,
@@ -97,43 +137,66 @@ def run(
 ) -> dict[str, int]:
     """Run one tap process per API of `streams_of`, merging their output into `out`.
 
-    Returns each API's exit status.
+    Returns each API's exit status. Raises `Stopped` after SIGTERM/SIGINT (forwarded to
+    every child), `StdoutClosed` when `out` fails; either way every child has ended.
     """
     merger = StateMerger(state, streams_of)
     # The parent holds the only writing end of `alive` until every child is done: a child
     # reading end of file knows the parent died (`watch_parent`).
     alive_read, alive_write = os.pipe()
     children = []
+    stop: Stopped | None = None
     try:
-        for api, streams in streams_of.items():
-            inputs = {
-                "--config": json.dumps(dict(config), default=json_number),
-                "--catalog": json.dumps(catalog_for(catalog, streams)),
-                "--state": json.dumps(state or {}, default=json_number),
-            }
-            pipes = {option: os.pipe() for option in inputs}
-            command = [*python]
-            for option, (read_end, _) in pipes.items():
-                command += [option, f"/dev/fd/{read_end}"]
-            try:
-                process = subprocess.Popen(
-                    command, stdout=subprocess.PIPE,
-                    pass_fds=(alive_read, *(read_end for read_end, _ in pipes.values())),
-                    env={**os.environ, CHILD_ENV: str(alive_read)})
-            finally:
-                for read_end, _ in pipes.values():
-                    os.close(read_end)
-            for option, (_, write_end) in pipes.items():
-                feed(write_end, inputs[option].encode())
-            children.append(Child(api, process))
-        os.close(alive_read)
-        with forwarded_termination(children):
-            copy_output(children, merger, out)
-        return {child.api: child.process.wait() for child in children}
+        try:
+            for api, streams in streams_of.items():
+                children.append(Child(api, spawn(python, alive_read, {
+                    "--config": json.dumps(dict(config), default=json_number),
+                    "--catalog": json.dumps(catalog_for(catalog, streams)),
+                    "--state": json.dumps(state or {}, default=json_number),
+                })))
+        finally:
+            os.close(alive_read)  # the children hold it now
+        termination = Termination()
+        with forwarded_termination(children, termination):
+            Copier(children, merger, Output(out), termination).run()
+    except Stopped as stopped:
+        stop = stopped
     finally:
+        # Past the deadline, on a closed stdout or an error: what a child could still
+        # write would reach no one.
+        for child in children:
+            if child.process.poll() is None:
+                child.process.kill()
+        statuses = {child.api: child.process.wait() for child in children}
         os.close(alive_write)
-        with contextlib.suppress(OSError):
-            os.close(alive_read)
+    if stop is not None:
+        stop.statuses = statuses
+        raise stop
+    return statuses
+
+
+def spawn(python: Sequence[str], alive: int, inputs: Mapping[str, str]) -> subprocess.Popen:
+    """A child tap reading each of `inputs` (`--config`: its JSON) from a pipe, never a file,
+    and watching `alive` for its parent's death."""
+    pipes = {option: os.pipe() for option in inputs}
+    command = [*python]
+    for option, (read_end, _) in pipes.items():
+        command += [option, f"/dev/fd/{read_end}"]
+    try:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE,
+            pass_fds=(alive, *(read_end for read_end, _ in pipes.values())),
+            env={**os.environ, CHILD_ENV: str(alive)})
+    except BaseException:
+        for _, write_end in pipes.values():
+            os.close(write_end)
+        raise
+    finally:
+        for read_end, _ in pipes.values():
+            os.close(read_end)
+    for option, (_, write_end) in pipes.items():
+        feed(write_end, inputs[option].encode())
+    return process
 
 
 def feed(fd: int, data: bytes) -> None:
@@ -170,28 +233,88 @@ def json_number(value: t.Any) -> float:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def copy_output(children: list[Child], merger: StateMerger, out: t.BinaryIO) -> None:
-    """Copy whole lines from every child to `out` as they come, STATE lines merged."""
-    selector = selectors.DefaultSelector()
-    for child in children:
-        selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[arg-type]
-    while selector.get_map():
-        for key, _ in selector.select():
-            child: Child = key.data
-            data = os.read(key.fd, READ_BYTES)
-            if not data:
-                # A line cut off by a dying child is not valid JSON: it is dropped.
-                selector.unregister(key.fileobj)
-                continue
-            data = child.pending + data
-            end = data.rfind(b"\n") + 1
-            child.pending = data[end:]
-            write_lines(data[:end], child.api, merger, out)
-    out.flush()
+class Copier:
+    """Copies whole lines from every child to stdout as they come, STATE lines merged.
+
+    Writing goes through `Output` (its own thread), so this loop never blocks on a target
+    that stops reading: it waits in short steps, watching for a signal's deadline and for
+    a failed stdout. Reading stops while a block waits to be written, so a slow target
+    slows the children (their pipes fill) instead of filling memory.
+    """
+
+    #: Longest single wait, so a signal's deadline is noticed in time.
+    STEP_SECONDS = 0.1
+    #: Bytes collected before a hand-over waits for the previous one to be written.
+    BLOCK_BYTES = 256 * 1024
+
+    def __init__(self, children: list[Child], merger: StateMerger, output: Output,
+                 termination: Termination) -> None:
+        self.children = children
+        self.merger = merger
+        self.output = output
+        self.termination = termination
+        self.block = bytearray()
+        #: Whether lines were copied since the last STATE.
+        self.after_state = False
+
+    def run(self) -> None:
+        selector = selectors.DefaultSelector()
+        for child in self.children:
+            selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[arg-type]
+        while selector.get_map() and not self.check():
+            for key, _ in selector.select(self.STEP_SECONDS):
+                child: Child = key.data
+                data = os.read(key.fd, READ_BYTES)
+                if not data:
+                    # A line cut off by a dying child is not valid JSON: it is dropped.
+                    selector.unregister(key.fileobj)
+                    continue
+                data = child.pending + data
+                end = data.rfind(b"\n") + 1
+                child.pending = data[end:]
+                if write_lines(data[:end], child.api, self.merger, self.block):
+                    self.after_state = True
+                elif end:
+                    self.after_state = False
+            self.hand_over(wait=len(self.block) >= self.BLOCK_BYTES)
+        if self.after_state:
+            # A child stopped by the deadline (or failing) ended between two STATEs: the run
+            # still ends on a resume point, the state of everything passed on.
+            self.block += self.merger.line()
+        self.hand_over(wait=True)
+        self.finish(self.output.wait_written)
+        if self.termination.signum is not None:
+            raise Stopped(self.termination.signum, complete=not self.termination.expired())
+
+    def check(self) -> bool:
+        """Raise on a failed stdout; True once a signal's deadline passed."""
+        if self.output.failed is not None:
+            raise StdoutClosed(self.output.failed)
+        return self.termination.expired()
+
+    def hand_over(self, *, wait: bool) -> None:
+        """Hand the block to `Output`: now if it is free, else (`wait`) once it is."""
+        if not self.block:
+            return
+        if not self.output.wait_free(time.monotonic()) and not (
+            wait and self.finish(self.output.wait_free)
+        ):
+            return
+        block, self.block = self.block, self.output.spare
+        self.output.spare = bytearray()
+        self.output.put(block)
+
+    def finish(self, wait: t.Callable[[float], bool]) -> bool:
+        """`wait` in steps until it is done (True) or a signal's deadline passed (False)."""
+        while not wait(min(time.monotonic() + self.STEP_SECONDS, self.termination.deadline)):
+            if self.check():
+                return False
+        return True
 
 
-def write_lines(data: bytes, api: str, merger: StateMerger, out: t.BinaryIO) -> None:
-    """Whole lines of one child: copied as they are, each STATE replaced by the merged one."""
+def write_lines(data: bytes, api: str, merger: StateMerger, out: bytearray) -> bool:
+    """Whole lines of one child appended to `out`: copied as they are, each STATE replaced by
+    the merged one (right after the lines it covers). True if lines follow the last STATE."""
     position = 0
     while True:
         found = data.find(STATE_PREFIX, position)
@@ -199,22 +322,24 @@ def write_lines(data: bytes, api: str, merger: StateMerger, out: t.BinaryIO) -> 
         while found > 0 and data[found - 1] != ord("\n"):
             found = data.find(STATE_PREFIX, found + 1)
         if found < 0:
-            out.write(data[position:])
-            return
-        out.write(data[position:found])
+            out += data[position:]
+            return position < len(data)
+        out += data[position:found]
         end = data.index(b"\n", found) + 1
-        out.write(merger.merge(api, data[found:end]))
-        # A STATE is a commitment: the target gets it now, with the records before it.
-        out.flush()
+        out += merger.merge(api, data[found:end])
         position = end
 
 
 @contextlib.contextmanager
-def forwarded_termination(children: list[Child]) -> t.Iterator[None]:
-    """SIGTERM/SIGINT to the parent reach every child, which writes its state and exits;
-    the parent goes on copying their output until they are done."""
+def forwarded_termination(children: list[Child], termination: Termination) -> t.Iterator[None]:
+    """SIGTERM/SIGINT to the parent reach every child, which writes its final state and
+    exits; the parent copies their output until they are done or `FINISH_SECONDS` passed."""
 
     def forward(signum: int, _frame: t.Any) -> None:
+        if termination.signum is not None:
+            return
+        termination.signum = signum
+        termination.deadline = time.monotonic() + FINISH_SECONDS
         for child in children:
             if child.process.poll() is None:
                 child.process.send_signal(signum)

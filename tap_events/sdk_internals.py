@@ -127,12 +127,17 @@ class FastRecordPath(RESTStream):
 
 
 class TerminationHook(Tap):
-    """SIGTERM/SIGINT: the SDK writes the final STATE and exits 0 (`_handle_termination`);
-    `before_termination` runs first (the tail stops its listeners, so that STATE is last)."""
+    """SIGTERM/SIGINT reach `on_termination_signal` instead of the SDK's handler.
 
-    def before_termination(self) -> None:
-        """Override to act before the SDK's final STATE."""
+    The SDK installs `_handle_termination` for both signals; its own writes STATE and raises
+    SystemExit wherever the main thread was: a deadlock when that was a blocked write to
+    stdout (the writer's lock is held), and RECORD lines after the "final" STATE when other
+    code still ran on the way out. The tap's handler ends the run itself (tap.py).
+    """
+
+    def on_termination_signal(self, signum: int) -> None:
+        """Override: end the run after SIGTERM/SIGINT."""
+        raise NotImplementedError
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        self.before_termination()
-        super()._handle_termination(signum, frame)
+        self.on_termination_signal(signum)

@@ -24,6 +24,18 @@ if t.TYPE_CHECKING:
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
+#: Longest line or event (decoded characters) unless the caller says otherwise.
+DEFAULT_MAX_CHARS = 100 * 2**20
+
+
+class TooLong(ValueError):
+    """One line, or the data of one event, is longer than the caller allows."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"one SSE {what} is longer than {limit} characters")
+        self.what = what
+        self.limit = limit
+
 
 @dataclass(frozen=True)
 class Event:
@@ -44,14 +56,20 @@ class Comment:
     text: str
 
 
-def lines(chunks: Iterable[bytes]) -> Iterator[str]:
+def lines(chunks: Iterable[bytes], max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[str]:
     """Decoded lines of a byte stream, whatever its line endings and chunking.
 
     A last line without a line break is still yielded: a closing server may end on
     `: internal server error` without one (an event cut off there is never dispatched).
+
+    Linear in the size of the input: each chunk is searched for line breaks once, and the
+    pieces of a line that spans chunks are joined once, when it ends. A line longer than
+    `max_chars` raises `TooLong` as soon as it is, so memory stays bounded by `max_chars`.
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    buffer = ""
+    # The pieces of the line not ended yet, and their total length.
+    pending: list[str] = []
+    pending_chars = 0
     started = False
     # A chunk ending in CR may be the first half of a CRLF split across two chunks.
     skip_lf = False
@@ -64,29 +82,44 @@ def lines(chunks: Iterable[bytes]) -> Iterator[str]:
             started = True
         if skip_lf and text.startswith("\n"):
             text = text[1:]
-        skip_lf = False
-        buffer += text
-        parts = _LINE_BREAK.split(buffer)
-        buffer = parts.pop()
-        skip_lf = bool(parts) and not buffer and text.endswith("\r")
-        yield from parts
-    buffer += decoder.decode(b"", final=True)
-    if buffer:
-        yield buffer
+        skip_lf = text.endswith("\r")
+        start = 0
+        for match in _LINE_BREAK.finditer(text):
+            piece = text[start : match.start()]
+            if pending:
+                pending.append(piece)
+                piece = "".join(pending)
+                pending.clear()
+                pending_chars = 0
+            if len(piece) > max_chars:
+                raise TooLong("line", max_chars)
+            yield piece
+            start = match.end()
+        if start < len(text):
+            pending.append(text[start:])
+            pending_chars += len(text) - start
+            if pending_chars > max_chars:
+                raise TooLong("line", max_chars)
+    pending.append(decoder.decode(b"", final=True))
+    last = "".join(pending)
+    if last:
+        yield last
 
 
-def parse(chunks: Iterable[bytes]) -> Iterator[Event | Comment]:
-    """Events and comments, in stream order."""
+def parse(chunks: Iterable[bytes], max_chars: int = DEFAULT_MAX_CHARS) -> Iterator[Event | Comment]:
+    """Events and comments, in stream order; `TooLong` past `max_chars` in one line or in
+    the data of one event."""
     data: list[str] = []
+    data_chars = 0
     event_type = ""
     last_id: str | None = None
     retry: int | None = None
-    for line in lines(chunks):
+    for line in lines(chunks, max_chars):
         if not line:
             if data:
                 yield Event("\n".join(data), event_type or "message", last_id, retry)
                 retry = None
-            data, event_type = [], ""
+            data, data_chars, event_type = [], 0, ""
             continue
         if line.startswith(":"):
             yield Comment(line[1:].removeprefix(" "))
@@ -94,6 +127,9 @@ def parse(chunks: Iterable[bytes]) -> Iterator[Event | Comment]:
         field, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if field == "data":
+            data_chars += len(value) + 1
+            if data_chars > max_chars:
+                raise TooLong("event", max_chars)
             data.append(value)
         elif field == "event":
             event_type = value

@@ -131,7 +131,7 @@ class SSEStream(CursorStream):
             # Tailing: other streams write while this one waits; the budget ends the read.
             chunks = self.tail.body_chunks(response, iter(chunks), self.timeout[1])
         try:
-            for item in sse.parse(chunks):
+            for item in sse.parse(chunks, self.http.max_response_bytes):
                 if isinstance(item, sse.Comment):
                     interruption = self.read_comment(item.text)
                     if interruption:
@@ -148,6 +148,13 @@ class SSEStream(CursorStream):
                         yield event
         except requests.exceptions.RequestException as error:
             interruption = self.describe_lost_connection(error)
+        except sse.TooLong as error:
+            raise TapEventsError(
+                f"{self.error_prefix}{error}, more than max_response_mb="
+                f"{self.http.max_response_mb:g} allows (raise max_response_mb if the API "
+                "really sends events this large)",
+                response,
+            ) from None
         finally:
             response.close()
         if self.tail is not None:

@@ -85,8 +85,9 @@ SETTINGS = (
     ),
 )
 
-#: How long SIGTERM waits for a stream to finish what it is writing before the final STATE.
-STOP_WAIT_SECONDS = 5.0
+#: How long SIGTERM waits for a stream to finish what it is computing before the final STATE
+#: (a stream that tries to write after the signal is stopped by the writer, lock in hand).
+STOP_WAIT_SECONDS = 0.5
 #: Shortest read timeout handed to a request near the deadline (0 would mean "no timeout").
 MIN_TIMEOUT_SECONDS = 0.05
 
@@ -229,9 +230,10 @@ class TailRun:
     def stop(self) -> None:
         """SIGTERM: no stream writes again; the caller then writes the final STATE.
 
-        The lock is taken and kept, so a stream that was writing finishes its line first
-        and none starts another. Streams only hold it while they compute, so it comes
-        quickly; should it not, the final STATE is written anyway.
+        The lock is taken and kept, so a stream that was updating its bookmark finishes first
+        and none starts again. Streams only hold it while they compute, so it comes quickly;
+        should it not (a stream stopped by the closed writer keeps it), the final STATE is
+        written anyway: such a stream is not touching the state.
         """
         self.stopping.set()
         if self.holder != threading.get_ident():

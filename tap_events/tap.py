@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import typing as t
 
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.singerlib import StateMessage
 
 from tap_events import config, parallel, sdk_internals, tail
 from tap_events.client import EventStream
+from tap_events.http import DEFAULT_MAX_RESPONSE_MB
 from tap_events.redact import RedactingFilter, redact
 from tap_events.run import RunContext
 from tap_events.sources import SOURCES
-from tap_events.writer import BufferedRecordWriter
+from tap_events.writer import STDOUT_CLOSED_STATUS, BufferedRecordWriter, end_process
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
@@ -58,6 +61,14 @@ class TapEvents(sdk_internals.TerminationHook):
             "heartbeats.",
         ),
         th.Property(
+            "max_response_mb",
+            th.NumberType(minimum=1),
+            default=DEFAULT_MAX_RESPONSE_MB,
+            description="Longest Server-Sent Events line or event the tap accepts (Alpaca), "
+            "in MB (2^20 bytes). Past it the stream fails with an error naming this setting, "
+            "so a broken or hostile server cannot exhaust memory.",
+        ),
+        th.Property(
             "parallel_apis",
             th.BooleanType,
             default=True,
@@ -74,6 +85,8 @@ class TapEvents(sdk_internals.TerminationHook):
         self.run = RunContext()
         if parallel.is_child():
             parallel.watch_parent()
+        #: Set once a signal asked the run to end.
+        self.ending = False
         #: The tail phase while it runs (tap_events/tail.py).
         self.tail_run: tail.TailRun | None = None
         try:
@@ -150,11 +163,50 @@ class TapEvents(sdk_internals.TerminationHook):
             )
             sys.exit(1)
 
-    def before_termination(self) -> None:
-        """SIGTERM/SIGINT: the SDK writes the final STATE and exits 0; while tailing, the
-        listening streams are stopped first, so that STATE is the last line written."""
-        if self.tail_run is not None:
-            self.tail_run.stop()
+    def on_termination_signal(self, signum: int) -> None:
+        """SIGTERM/SIGINT: the final STATE is the last line, and the run ends within seconds
+        whatever it was doing (a request, a retry wait, a long poll, a write to a target
+        that stopped reading). Runs on the main thread, wherever it was
+        (`sdk_internals.TerminationHook`)."""
+        if self.ending:
+            return  # the same Ctrl-C reaches the run twice (terminal and parallel parent)
+        self.ending = True
+        writer = getattr(self, "message_writer", None)  # None while the SDK starts up
+        if isinstance(writer, BufferedRecordWriter) and writer.inside():
+            # Interrupted half-way through a line: done when that line is whole.
+            writer.defer(lambda: self.end_on_signal(signum))
+            return
+        self.end_on_signal(signum)
+
+    def end_on_signal(self, signum: int) -> t.NoReturn:
+        """Write the final STATE after what was emitted, then end the process: status 0, or
+        128 + the signal's number (as a shell reports a killed process, and as Meltano ends
+        itself on SIGTERM) when stdout did not take the STATE within
+        `BufferedRecordWriter.FINISH_SECONDS`, so the scheduler knows the bookmark is an
+        older one."""
+        name = signal.Signals(signum).name
+        self.logger.info("%s received: writing the final state and ending the run", name)
+        writer = getattr(self, "message_writer", None)
+        if not isinstance(writer, BufferedRecordWriter):
+            raise SystemExit(128 + signum)  # still starting up: nothing was written
+
+        def final_state() -> StateMessage:
+            if self.tail_run is not None:
+                self.tail_run.stop()
+            return StateMessage(value=self.state)
+
+        if writer.finish(final_state):
+            end_process(0)
+        self.end_without_final_state(signum, writer.FINISH_SECONDS)
+
+    def end_without_final_state(self, signum: int, seconds: float) -> t.NoReturn:
+        """One line saying the final STATE could not be written, then 128 + the signal."""
+        self.logger.error(
+            "%s: stdout did not take the final state within %g s (the target is not reading); "
+            "ending without it, the target keeps the last state it received",
+            signal.Signals(signum).name, seconds,
+        )
+        end_process(128 + signum)
 
     def apis_to_sync(self) -> dict[str, set[str]]:
         """The selected streams of each configured API, by API name."""
@@ -175,13 +227,34 @@ class TapEvents(sdk_internals.TerminationHook):
         self.logger.info("Extracting %s in parallel, one process each",
                          ", ".join(labels[api] for api in apis))
         sys.stdout.flush()
-        with open(sys.stdout.fileno(), "wb", closefd=False) as out:
-            statuses = parallel.run(self.config, self.catalog.to_dict(), self.state or {},
-                                    apis, out)
+        # Unbuffered: the parent's writer thread knows exactly what reached stdout.
+        with open(sys.stdout.fileno(), "wb", buffering=0, closefd=False) as out:
+            try:
+                statuses = parallel.run(self.config, self.catalog.to_dict(), self.state or {},
+                                        apis, out)
+            except parallel.StdoutClosed as error:
+                self.logger.error("%s", error)
+                end_process(STDOUT_CLOSED_STATUS)
+            except parallel.Stopped as stopped:
+                self.end_stopped(stopped, labels)
         for api, status in statuses.items():
             if status:
                 self.record_failure(labels[api], f"its process ended with status {status} "
                                     "(its error is logged above)")
+
+    def end_stopped(self, stopped: parallel.Stopped, labels: dict[str, str]) -> t.NoReturn:
+        """After SIGTERM/SIGINT in parallel mode: status 0 when every API's process ended
+        cleanly and the last STATE reached stdout, else as `end_on_signal` says. A process
+        the signal ended before it had set up its handler wrote nothing: not a failure."""
+        failed = {api: status for api, status in stopped.statuses.items()
+                  if status not in (0, -stopped.signum)}
+        if not stopped.complete:
+            self.end_without_final_state(stopped.signum, parallel.FINISH_SECONDS)
+        if failed:
+            self.logger.error("%s: ended with %s", stopped, ", ".join(
+                f"{labels[api]} status {status}" for api, status in failed.items()))
+            end_process(128 + stopped.signum)
+        end_process(0)
 
 
 def can_fork_output() -> bool:

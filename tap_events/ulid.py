@@ -13,6 +13,8 @@ import re
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PATTERN = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 _RANDOM_BITS = 80
+#: The greatest random part: the last ULID of a millisecond.
+MAX_RANDOMNESS = 2**_RANDOM_BITS - 1
 
 
 def encode(milliseconds: int, randomness: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 
 import orjson
@@ -125,11 +124,11 @@ def test_only_a_state_line_is_merged_never_a_record_quoting_one():
                             "record": {"note": '{"type":"STATE","value":{}}'}}) + b"\n"
     state = b'{"type":"STATE","value":{"bookmarks":{"box_events":{"v":2},' \
             b'"discue_events":{"v":0}}}}\n'
-    out = io.BytesIO()
+    out = bytearray()
 
-    parallel.write_lines(quoting + state + quoting, "box", merger, out)
+    assert parallel.write_lines(quoting + state + quoting, "box", merger, out)
 
-    lines = out.getvalue().splitlines()
+    lines = out.splitlines()
     assert lines[0] == quoting.strip() and lines[2] == quoting.strip()
     # box's own bookmark from its STATE; discue's stays what discue's last STATE said.
     assert orjson.loads(lines[1])["value"]["bookmarks"] == {

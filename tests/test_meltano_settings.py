@@ -74,3 +74,15 @@ def test_loader_merges_on_primary_keys_into_one_schema():
 
 def test_the_meltano_installed_is_the_one_the_project_requires():
     assert f"meltano{meltano_project()['requires_meltano']}" == MELTANO_REQUIREMENT
+
+
+def test_the_loader_session_runs_in_utc_in_every_environment():
+    """PGTZ=UTC on the loader itself, and no environment sets it otherwise: target-postgres
+    INSERTs convert the tap's UTC times to the session's zone (the e2e test shows a server in
+    Asia/Kolkata then stores the right instants)."""
+    assert plugin("loaders", "target-postgres")["env"] == {"PGTZ": "UTC"}
+    for environment in meltano_project()["environments"]:
+        assert "PGTZ" not in (environment.get("env") or {}), environment["name"]
+        for loader in (environment.get("config") or {}).get("plugins", {}).get("loaders", []):
+            assert "PGTZ" not in (loader.get("env") or {}), environment["name"]
+            assert "options" not in str(loader.get("config", {}).get("sqlalchemy_url", ""))

@@ -14,10 +14,11 @@ import inspect
 from importlib.metadata import version
 
 import pytest
-from singer_sdk import Stream, Tap
+from singer_sdk import Stream
 from singer_sdk.authenticators import OAuthAuthenticator
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.helpers._state import increment_state
+from singer_sdk.plugin_base import PluginBase
 from singer_sdk.singerlib import RecordMessage
 from singer_sdk.streams.rest import RESTStream
 
@@ -53,9 +54,10 @@ SDK_MEMBER_SHA256 = {
     # The page loop EventStream.request_records copies (metric, order of events).
     (RESTStream, "request_records"):
         "54132e0f89b6a9a7a1798fef68c15ef9f62ddbd4e09142b7c0b74bf53b595a0f",
-    # sdk_internals.TerminationHook: final STATE and exit 0, after `before_termination`.
-    (Tap, "_handle_termination"):
-        "2bb79ae47769883a865515c9ad282da5f2a8c5e167e155c148ac76e7cb5306ee",
+    # sdk_internals.TerminationHook replaces `_handle_termination`, which this installs for
+    # SIGTERM and SIGINT.
+    (PluginBase, "_setup_signal_handlers"):
+        "eb4287001bdd7d19295fca7fc9102300795dfec825a1b4676e80974a09aa4f83",
     # BoxClientCredentials.update_access_token replaces it (the token request goes through
     # the tap's HTTP layer): same fields set, same error hook.
     (OAuthAuthenticator, "update_access_token"):
@@ -147,3 +149,4 @@ def test_record_lines_match_the_sdk_writers():
     writer.write_record("box_events", record, 7, moment)
     assert bytes(writer._block) == expected
     writer._block.clear()  # nothing for the exit-time flush to print
+

@@ -2,23 +2,30 @@
 
 Facts this module relies on (../shared/apis/alpaca.md):
 - each stream is one long `GET` answering `text/event-stream`; it ends (HTTP 200, clean close)
-  only when an `until*` bound is reached, so every request here carries `since` and `until`
-  (`until` needs `since`; `since` and `since_id` exclude each other: the tap only ever sends
-  the documented time pair, never a synthetic id bound the real API may refuse);
+  only when an `until*` bound is reached, so every request here carries a lower and an upper
+  bound of one kind: `since`/`until` (`until` needs `since`; `since` and `since_id` exclude
+  each other) or, where a time pair would lose events, the id pair (`since_id`/`until_id`, on
+  v1 `since_ulid`/`until_ulid`; the integer v1 `since_id` is deprecated and never sent);
+- `since`/`until` filter on the business time `at`: the Activity stream's backfilled
+  activities arrive late, at the end of the id sequence, with their original `at`, so that
+  stream is read by id (as are the NTA and transfer streams: `event_ulid` is the cursor Alpaca
+  documents for v1), the upper id bound being the greatest ULID of the run's end time;
 - ids are ULIDs, which sort as strings in time order, but delivery is ordered only per account
   and within a millisecond the random part decides: the bookmark is the *greatest* id emitted,
   and reads restart `lookback_minutes` before it, dropping what was already emitted;
 - comment lines carry meaning: `: you are reading too slowly, dropped N messages` (events were
   lost: re-read), `: internal server error` (the server is closing: re-read after back-off),
   `:heartbeat` (keep-alive, which resets the idle timer);
-- a `data:` payload may be one event or a list of them (admin actions), and may span lines.
+- a `data:` payload may be one event or a list of them (admin actions, IPO events), and may
+  span lines; `id:`, `event:` and `retry:` fields may come too, but the cursor is the JSON id.
 
 How it sits on the SDK: see tap_events/sse_stream.py (one connection per "page"). The
 paginator asks for another connection after every one that brought new events, starting
 again a little before the newest event emitted.
 
-Tail mode (tap_events/tail.py) is the one place a request goes out without `until`: once the
-stream has caught up, one connection stays open and each event is emitted as it arrives; a
+Tail mode (tap_events/tail.py) is the one place a request goes out without an upper bound
+(the lower bound keeps its kind: on the Activity stream only `since_id` may stay open): once
+the stream has caught up, one connection stays open and each event is emitted as it arrives; a
 drop, an internal-error comment, idle silence or even a clean close reconnects from the newest
 event emitted (less `lookback_minutes`), and the connection ends with the tail's budget (its
 read timeout never outlasts it).
@@ -84,7 +91,7 @@ SUBJECT = th.ObjectType(
 def event_schema(id_field: str, *properties: th.Property) -> dict:
     return th.PropertiesList(
         th.Property(id_field, th.StringType, required=True,
-                    description="The event's ULID; the primary key."),
+                    description="The event's ULID (the cursor)."),
         th.Property("at", th.DateTimeType),
         *properties,
         th.Property(CURSOR_FIELD, th.StringType,
@@ -159,6 +166,80 @@ FUNDING_STATUS_SCHEMA = event_schema(
     th.Property("status_to", th.StringType),
 )
 
+ACTIVITY_SCHEMA = event_schema(
+    "event_id",
+    th.Property("ref_id", th.StringType, required=True,
+                description="The activity's stable id, the primary key: a redelivery "
+                "repeats it under a new event_id."),
+    th.Property("previous_id", th.StringType,
+                description="The ref_id of the activity this one corrects or cancels."),
+    th.Property("account_id", th.StringType),
+    th.Property("activity_type", th.StringType),
+    th.Property("activity_subtype", th.StringType),
+    th.Property("status", th.StringType),
+    th.Property("executed_at", th.DateTimeType),
+    # A date, though one of Alpaca's samples sends a date-time: kept as sent.
+    th.Property("settle_date", th.StringType),
+    th.Property("qty", th.StringType),
+    th.Property("price", th.StringType),
+    th.Property("net_amount", th.StringType),
+    th.Property("currency", th.StringType),
+    th.Property("swap_rate", th.StringType),
+    th.Property("swap_fee_bps", th.StringType),
+    th.Property("details", th.ObjectType(additional_properties=True),
+                description="Fields of the activity type, kept whole as JSON: Alpaca adds "
+                "activity types every month."),
+)
+
+NTA_SCHEMA = event_schema(
+    "event_ulid",
+    th.Property("event_id", th.IntegerType, description="Legacy integer id."),
+    th.Property("id", th.StringType, description="The activity's id."),
+    th.Property("account_id", th.StringType),
+    th.Property("entry_type", th.StringType),
+    th.Property("entry_sub_type", th.StringType),
+    th.Property("status", th.StringType),
+    th.Property("symbol", th.StringType),
+    th.Property("cusip", th.StringType),
+    th.Property("qty", th.NumberType),
+    th.Property("price", th.NumberType),
+    th.Property("net_amount", th.NumberType),
+    th.Property("per_share_amount", th.NumberType),
+    th.Property("swap_rate", th.NumberType),
+    th.Property("execution_id", th.StringType),
+    th.Property("group_id", th.StringType),
+    th.Property("description", th.StringType),
+    th.Property("settle_date", th.StringType),
+    th.Property("system_date", th.StringType),
+)
+
+TRANSFER_STATUS_SCHEMA = event_schema(
+    "event_ulid",
+    th.Property("event_id", th.IntegerType, description="Legacy integer id."),
+    th.Property("account_id", th.StringType),
+    th.Property("transfer_id", th.StringType),
+    th.Property("status_from", th.StringType),
+    th.Property("status_to", th.StringType),
+)
+
+SYSTEM_SCHEMA = event_schema(
+    "event_id",
+    th.Property("type", th.StringType),
+    th.Property("system_date", th.StringType),
+    th.Property("description", th.StringType),
+)
+
+IPO_SCHEMA = event_schema(
+    "event_id",
+    th.Property("verb", th.StringType),
+    th.Property("offering_reference", th.StringType),
+    th.Property("received_at", th.DateTimeType),
+    th.Property("account_id", th.StringType, description="Allocation events only."),
+    th.Property("correspondent", th.StringType, description="Allocation events only."),
+    th.Property("payload", th.ObjectType(additional_properties=True),
+                description="Fields of the verb, kept whole (none on a cancellation)."),
+)
+
 # ------------------------------------------------------------------------------ streams
 
 
@@ -166,6 +247,9 @@ class AlpacaStream(SSEStream):
     """One Broker SSE endpoint: subclasses name the path, the id field and the schema."""
 
     id_field: t.ClassVar[str] = "event_id"
+    #: The query parameters of a read's lower and upper bound: the business-time pair, or
+    #: the ULID pair (`since_id`/`until_id`; on v1 `since_ulid`/`until_ulid`).
+    bound_parameters: t.ClassVar[tuple[str, str]] = ("since", "until")
     # The cursor field only grows (it is a running maximum), so every STATE is a resume point.
     replication_key = CURSOR_FIELD
     RECONNECT_AT_ONCE = ("slow-reader",)
@@ -175,8 +259,8 @@ class AlpacaStream(SSEStream):
         "live keys differ)",
         HTTPStatus.FORBIDDEN: "check alpaca.api_key and alpaca.api_secret (sandbox and "
         "live keys differ)",
-        HTTPStatus.BAD_REQUEST: "Alpaca refused the since/until bounds: check start_date "
-        "and this stream's bookmark in the state",
+        HTTPStatus.BAD_REQUEST: "Alpaca refused the bounds (since/until or their id "
+        "forms): check start_date and this stream's bookmark in the state",
     }
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -188,14 +272,23 @@ class AlpacaStream(SSEStream):
     # ----------------------------------------------------------------- bounds
 
     def bound_params(self, since: datetime.datetime) -> dict[str, t.Any]:
-        """`since` and `until`, always both: without `until` the server never closes.
+        """A lower and an upper bound, always both: without one the server never closes.
 
-        Except while tailing, where not closing is the point: `since` alone.
+        Except while tailing, where not closing is the point: the lower bound alone.
         """
+        lower, upper = self.bound_parameters
         if self.tail is not None:
-            return {"since": rfc3339(since)}
+            return {lower: self.bound(since, lowest=True)}
         assert self._until is not None
-        return {"since": rfc3339(since), "until": rfc3339(self._until)}
+        return {lower: self.bound(since, lowest=True),
+                upper: self.bound(self._until, lowest=False)}
+
+    def bound(self, moment: datetime.datetime, *, lowest: bool) -> str:
+        """A bound as this stream sends it: a time, or the lowest (greatest) ULID of its
+        millisecond, so that the bound takes in every event of that millisecond."""
+        if self.bound_parameters[0] == "since":
+            return rfc3339(moment)
+        return ulid.encode(ulid.milliseconds(moment), 0 if lowest else ulid.MAX_RANDOMNESS)
 
     def start_run(self, context: Context | None) -> None:
         """Fix this run's upper bound and read the bookmark (ULIDs only: with no bookmark the
@@ -231,7 +324,9 @@ class AlpacaStream(SSEStream):
                 f"{str(event)[:120]}"
             )
         event_id = event_id.upper()
-        if self.seen_before(event_id):
+        # The key (an activity's `ref_id`, which a redelivery repeats) is what dedupe uses.
+        self.check_keys(event)
+        if self.seen_before(self.key_of(event)):
             return False
         self._newest = max(self._newest or event_id, event_id)
         event[CURSOR_FIELD] = self._newest
@@ -288,6 +383,53 @@ class AlpacaFundingStatusEventsStream(AlpacaStream):
     schema = FUNDING_STATUS_SCHEMA
 
 
+class AlpacaActivityEventsStream(AlpacaStream):
+    """Every financial state change, keyed on `ref_id`, read by id: a time pair would skip
+    the backfilled activities that arrive late with their original `at`."""
+
+    name = "alpaca_activity_events"
+    path = "/v2beta1/events/activities"
+    primary_keys: t.ClassVar[list[str]] = ["ref_id"]
+    bound_parameters = ("since_id", "until_id")
+    schema = ACTIVITY_SCHEMA
+
+
+class AlpacaNtaEventsStream(AlpacaStream):
+    """Legacy non-trade activities (before 2026-02-11, or partners not yet migrated)."""
+
+    name = "alpaca_nta_events"
+    path = "/v1/events/nta"
+    id_field = "event_ulid"
+    primary_keys: t.ClassVar[list[str]] = ["event_ulid"]
+    bound_parameters = ("since_ulid", "until_ulid")
+    schema = NTA_SCHEMA
+
+
+class AlpacaTransferStatusEventsStream(AlpacaStream):
+    """Legacy transfer statuses (deprecated by Alpaca in favour of funding status)."""
+
+    name = "alpaca_transfer_status_events"
+    path = "/v1/events/transfers/status"
+    id_field = "event_ulid"
+    primary_keys: t.ClassVar[list[str]] = ["event_ulid"]
+    bound_parameters = ("since_ulid", "until_ulid")
+    schema = TRANSFER_STATUS_SCHEMA
+
+
+class AlpacaSystemEventsStream(AlpacaStream):
+    name = "alpaca_system_events"
+    path = "/v2/events/system"
+    primary_keys: t.ClassVar[list[str]] = ["event_id"]
+    schema = SYSTEM_SCHEMA
+
+
+class AlpacaIpoEventsStream(AlpacaStream):
+    name = "alpaca_ipo_events"
+    path = "/v2/events/ipos"
+    primary_keys: t.ClassVar[list[str]] = ["event_id"]
+    schema = IPO_SCHEMA
+
+
 def rfc3339(moment: datetime.datetime) -> str:
     """UTC with `Z`: no `+` offset that would need URL-encoding."""
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -308,6 +450,8 @@ SOURCE = Source(
         username=settings["api_key"], password=settings["api_secret"]),
     streams=(AlpacaAdminActionEventsStream, AlpacaTradeEventsStream,
              AlpacaAccountStatusEventsStream, AlpacaJournalStatusEventsStream,
-             AlpacaFundingStatusEventsStream),
+             AlpacaFundingStatusEventsStream, AlpacaActivityEventsStream,
+             AlpacaNtaEventsStream, AlpacaTransferStatusEventsStream, AlpacaSystemEventsStream,
+             AlpacaIpoEventsStream),
     derived_secrets=credentials_secrets,
 )

@@ -1,0 +1,380 @@
+"""Every run ends: SIGTERM/SIGINT in every state, a target that stops reading, a closed stdout,
+an SSE line that never ends. The real `tap-events` process against the emulator (or a hostile
+local server) over real sockets; each case is timed from the signal (or the close) to the
+process's end, and its peak RSS is read from the kernel (`VmHWM`).
+
+What a scheduler relies on: the run ends within 5 s of the signal; when stdout can still take
+it, the final STATE is the last line and the status is 0; when it cannot, the status is 128 +
+the signal (143 for SIGTERM) and stderr says so in one line; a closed stdout is one line and
+status 1, never a traceback. Waits in these tests are for conditions (a log line, a request,
+a full pipe), never for luck: only the 5 s promise itself is a clock, with 128 + signal /
+STATE checks that do not depend on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.server
+import json
+import os
+import random
+import signal
+import socketserver
+import subprocess
+import tempfile
+import termios
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from tap_events_emulator import alpaca as emulated_alpaca
+from tap_events_emulator import start_emulator, tap_config
+from tests.support import clean_env, tap_command
+
+#: What the tap promises after a signal.
+END_SECONDS = 5.0
+TRADES = "alpaca_trade_events"
+TRADES_PATH = next(feed.path for feed in emulated_alpaca.FEEDS if feed.stream == TRADES)
+F_GETPIPE_SZ = 1032
+
+
+class Tap:
+    """`tap-events` as a process whose stdout the test reads, or does not read, at will."""
+
+    def __init__(self, config: dict, streams: t.Iterable[str], *, drain: bool = True,
+                 read: bool = True) -> None:
+        self.folder = tempfile.TemporaryDirectory()
+        folder = Path(self.folder.name)
+        command = tap_command(folder, config, streams=streams)
+        self.stderr_path = folder / "stderr.log"
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
+                                            env=clean_env())
+        self.out = bytearray()
+        #: Reading stdout goes on only while this is set.
+        self.draining = threading.Event()
+        if drain:
+            self.draining.set()
+        self.lines_read = 0
+        self.reader = None
+        if read:
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
+        self.status: int | None = None
+        self.peak_rss_mb = 0.0
+        self.ended_at = 0.0
+        self.ended_stderr: str | None = None
+
+    def _read(self) -> None:
+        fd = self.process.stdout.fileno()
+        while True:
+            self.draining.wait()
+            data = os.read(fd, 1 << 16)
+            if not data:
+                return
+            self.out += data
+            self.lines_read += data.count(b"\n")
+
+    def stderr(self) -> str:
+        if self.ended_stderr is not None:
+            return self.ended_stderr
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for(self, condition: t.Callable[[], t.Any], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"gave up waiting for {what}; stderr:\n"
+                                     f"{self.stderr()[-3000:]}")
+            time.sleep(0.02)
+
+    def wait_until_stdout_is_full(self) -> None:
+        """The target stopped reading and the tap wrote until the pipe filled up: the pipe
+        holds more than half its capacity and nothing more came for a second."""
+        fd = self.process.stdout.fileno()
+        capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
+        seen = {"bytes": -1, "since": time.monotonic()}
+
+        def full() -> bool:
+            held = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little")
+            if held != seen["bytes"]:
+                seen.update(bytes=held, since=time.monotonic())
+                return False
+            return held > capacity // 2 and time.monotonic() - seen["since"] > 1.0
+
+        self.wait_for(full, "a full stdout pipe")
+
+    def signal(self, signum: int = signal.SIGTERM) -> float:
+        sent = time.monotonic()
+        self.process.send_signal(signum)
+        return sent
+
+    def wait(self, timeout: float = 30) -> int:
+        """The exit status, with the time it ended and its peak RSS.
+
+        The peak is the kernel's high-water mark of the process (`VmHWM`), read until it
+        ends: `wait4`'s `ru_maxrss` would count the test process too (a child spawned by
+        vfork inherits the parent's mark at exec).
+        """
+        deadline = time.monotonic() + timeout
+        status_file = Path(f"/proc/{self.process.pid}/status")
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                for line in status_file.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+            if self.process.poll() is not None:
+                self.ended_at = time.monotonic()
+                break
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(f"the tap did not end within {timeout} s; stderr:\n"
+                                     f"{self.stderr()[-3000:]}")
+            time.sleep(0.01)
+        self.status = self.process.returncode
+        self.draining.set()
+        if self.reader is not None:
+            self.reader.join(timeout=10)
+        self.ended_stderr = self.stderr()
+        self.folder.cleanup()
+        return self.status
+
+    def messages(self) -> list[dict]:
+        """Every stdout line, each of which must be a whole JSON message."""
+        return [json.loads(line) for line in bytes(self.out).splitlines()]
+
+    def report(self, case: str, since: float) -> None:
+        print(f"\n[measure] {case}: ended {self.ended_at - since:.2f} s after, "
+              f"peak RSS {self.peak_rss_mb:.0f} MB, status {self.status}")
+
+
+def assert_ends_on_state(tap: Tap) -> list[dict]:
+    messages = tap.messages()
+    assert messages, tap.stderr()[-2000:]
+    assert messages[-1]["type"] == "STATE", "a line after the final STATE"
+    assert "Traceback" not in tap.stderr()
+    return messages
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    """Enough events that output is still flowing when the signal comes (40 Box pages)."""
+    server = start_emulator(events=20_000, seed=5)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_emulator():
+    servers = []
+
+    def make(**options):
+        server = start_emulator(events=1200, seed=11, options=options)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+SINGLE = ["box_events"]
+PARALLEL = ["box_events", "socotra_events"]
+
+
+# ---------------------------------------------------------------- a target that stops reading
+
+
+@pytest.mark.parametrize("streams", [SINGLE, PARALLEL], ids=["single", "parallel"])
+def test_sigterm_while_stdout_is_blocked_ends_with_the_final_state_once_drained(
+        emulator, streams):
+    """The target stops reading, SIGTERM comes, then the target reads again: the run ends
+    within 5 s with the final STATE last and status 0 (before: the handler waited forever
+    for the writer's lock, which the blocked write held)."""
+    tap = Tap(tap_config(emulator.url), streams, drain=False)
+    tap.wait_until_stdout_is_full()
+    sent = tap.signal()
+    tap.wait_for(lambda: "SIGTERM received" in tap.stderr(), "the signal to be handled")
+    tap.draining.set()
+    status = tap.wait()
+    tap.report(f"blocked stdout, drained after SIGTERM ({len(streams)} API)", sent)
+
+    assert status == 0, tap.stderr()[-2000:]
+    assert tap.ended_at - sent < END_SECONDS
+    messages = assert_ends_on_state(tap)
+    assert any(m["type"] == "RECORD" for m in messages)
+
+
+@pytest.mark.parametrize("streams", [SINGLE, PARALLEL], ids=["single", "parallel"])
+def test_sigterm_while_stdout_stays_blocked_ends_anyway_with_status_143(emulator, streams):
+    """A target that never reads again cannot take the final STATE: the run still ends
+    within 5 s, with 128 + SIGTERM and one line saying the state was not written."""
+    tap = Tap(tap_config(emulator.url), streams, drain=False)
+    tap.wait_until_stdout_is_full()
+    sent = tap.signal()
+    status = tap.wait()
+    tap.report(f"blocked stdout, never drained ({len(streams)} API)", sent)
+
+    assert status == 128 + signal.SIGTERM
+    assert tap.ended_at - sent < END_SECONDS
+    stderr = tap.stderr()
+    assert "stdout did not take the final state" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_sigterm_at_a_random_moment_of_fast_output_leaves_the_final_state_last(emulator, seed):
+    """SIGTERM after a random number of lines (seeded) while records pour out: status 0, every
+    line whole JSON, the final STATE last (before: up to 360 RECORD lines after it). One try
+    in four runs the APIs in parallel."""
+    streams = PARALLEL if seed % 4 == 3 else SINGLE
+    after_lines = random.Random(seed).randrange(1, 15_000)
+    tap = Tap(tap_config(emulator.url), streams)
+    tap.wait_for(lambda: tap.lines_read >= after_lines, f"{after_lines} lines")
+    sent = tap.signal(signal.SIGINT if seed % 5 == 4 else signal.SIGTERM)
+    status = tap.wait()
+    tap.report(f"random moment (seed {seed}, after {after_lines} lines)", sent)
+
+    assert status == 0, tap.stderr()[-2000:]
+    assert tap.ended_at - sent < END_SECONDS
+    assert_ends_on_state(tap)
+
+
+# ---------------------------------------------------------------- a closed stdout
+
+
+@pytest.mark.parametrize("streams", [SINGLE, [*PARALLEL, "discue_events"]],
+                         ids=["single", "parallel"])
+def test_head_closing_stdout_ends_the_run_in_one_line_with_status_1(emulator, streams):
+    """`tap-events ... | head -5`: one ERROR line naming stdout, no traceback, no "the API
+    sent data the tap cannot read", status 1, and no further pages requested."""
+    before = {api: len(emulator.requests(api)) for api in ("box", "socotra", "discue")}
+    tap = Tap(tap_config(emulator.url), streams, read=False)
+    head = subprocess.Popen(["head", "-5"], stdin=tap.process.stdout, stdout=subprocess.PIPE)
+    tap.process.stdout.close()  # head is the only reader
+    head_out, _ = head.communicate(timeout=60)
+    closed = time.monotonic()
+    status = tap.wait()
+    tap.report(f"| head -5 ({len(streams)} API)", closed)
+
+    assert len(head_out.splitlines()) == 5
+    assert status == 1
+    stderr = tap.stderr()
+    errors = [line for line in stderr.splitlines() if "| ERROR" in line]
+    assert errors == [line for line in errors if "stdout was closed" in line]
+    assert len(errors) == 1, errors
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    assert "cannot read" not in stderr
+    # 40 Box pages of 500 would be read by a run that went on.
+    pages = len(emulator.requests("box")) - before["box"]
+    assert pages < 10
+
+
+# ---------------------------------------------------------------- waiting for an API
+
+
+@pytest.mark.parametrize("streams", [SINGLE, ["box_events", "discue_events"]],
+                         ids=["single", "parallel"])
+def test_sigterm_during_a_retry_wait_ends_at_once_with_the_final_state(make_emulator, streams):
+    """Box answers 503 with Retry-After: 120; the run waits, SIGTERM ends it within 5 s."""
+    emulator = make_emulator()
+    # The first page goes through, so records and a STATE come before the wait.
+    emulator.inject("box", "status", status=503, headers={"Retry-After": "120"}, times=5,
+                    path="/2.0/events", after=1)
+    tap = Tap(tap_config(emulator.url), streams)
+    tap.wait_for(lambda: "box_events: retry 1 in 12" in tap.stderr(), "the retry wait")
+    sent = tap.signal()
+    status = tap.wait()
+    tap.report(f"retry wait ({len(streams)} API)", sent)
+
+    assert status == 0, tap.stderr()[-2000:]
+    assert tap.ended_at - sent < END_SECONDS
+    assert_ends_on_state(tap)
+
+
+def listening(emulator, streams: list[str]) -> t.Callable[[], bool]:
+    """Box in a long poll and/or Alpaca in an SSE read without an upper bound."""
+
+    def check() -> bool:
+        box = [r for r in emulator.requests("box") if r["path"] == "/realtime/subscribe"]
+        alpaca = [r for r in emulator.requests("alpaca")
+                  if r["path"] == TRADES_PATH and "until" not in r["query"]]
+        return ("box_events" not in streams or bool(box)) and (
+            TRADES not in streams or bool(alpaca))
+
+    return check
+
+
+@pytest.mark.parametrize("streams", [["box_events"], [TRADES], ["box_events", TRADES]],
+                         ids=["box-long-poll", "alpaca-sse", "parallel"])
+def test_sigterm_while_waiting_for_new_events_ends_at_once(make_emulator, streams):
+    """Tail mode, each stream blocked on a silent socket (a Box long poll that answers in
+    30 s, an Alpaca stream with a heartbeat every 30 s): SIGTERM ends it within 5 s."""
+    emulator = make_emulator(box={"realtime_timeout": 30.0},
+                             alpaca={"heartbeat_seconds": 30.0})
+    config = {**tap_config(emulator.url), "tail_seconds": 120, "tail_state_seconds": 60}
+    tap = Tap(config, streams)
+    tap.wait_for(listening(emulator, streams), "the streams to listen")
+    sent = tap.signal()
+    status = tap.wait()
+    tap.report(f"tail, {'+'.join(streams)}", sent)
+
+    assert status == 0, tap.stderr()[-2000:]
+    assert tap.ended_at - sent < END_SECONDS
+    messages = assert_ends_on_state(tap)
+    assert {m["stream"] for m in messages if m["type"] == "RECORD"} == set(streams)
+
+
+# ---------------------------------------------------------------- an SSE line without end
+
+
+class EndlessLine(http.server.BaseHTTPRequestHandler):
+    """Alpaca's SSE endpoint answering one `data:` line of `LINE_MB` MB that never ends."""
+
+    LINE_MB = 200
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(self.LINE_MB * 2**20 + 6))
+        self.end_headers()
+        chunk = b"x" * 2**20
+        with contextlib.suppress(OSError):  # the tap hangs up once it has had enough
+            self.wfile.write(b"data: ")
+            for _ in range(self.LINE_MB):
+                self.wfile.write(chunk)
+
+    def log_message(self, *_: t.Any) -> None:
+        pass
+
+
+def test_a_200_mb_sse_line_fails_the_stream_naming_max_response_mb():
+    """One line of 200 MB: the stream fails past max_response_mb (100 by default) with one
+    line naming the setting, in bounded memory, without reading the rest."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), EndlessLine)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config = {"alpaca": {"api_url": url, "api_key": "key", "api_secret": "secret"},
+                  "max_retries": 1}
+        tap = Tap(config, [TRADES])
+        started = time.monotonic()
+        status = tap.wait(timeout=60)
+        tap.report("200 MB SSE line", started)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert status == 1
+    errors = [line for line in tap.stderr().splitlines() if "| ERROR" in line]
+    assert any(f"stream '{TRADES}'" in line and "max_response_mb=100" in line
+               for line in errors), errors
+    assert "Traceback" not in tap.stderr()
+    # 100 MB of text held at most once, plus the interpreter and the SDK (~80 MB).
+    assert tap.peak_rss_mb < 400
