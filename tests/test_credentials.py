@@ -383,6 +383,22 @@ def test_an_untrusted_certificate_fails_in_one_line(https_emulator, api):
     error_line(run, "SSLError")
 
 
+@pytest.mark.parametrize("api", APIS)
+def test_the_proxy_in_the_environment_carries_every_request(emulator, recorder, api):
+    """HTTP_PROXY (here the recorder, as a proxy sees requests: the whole URL) is used."""
+    tap = RunningTap(one_api_config(emulator.url, api, max_retries=1),
+                     env={"HTTP_PROXY": recorder.url, "http_proxy": recorder.url,
+                          "NO_PROXY": "", "no_proxy": ""})
+    try:
+        tap.wait_for(lambda: bool(recorder.received))
+    finally:
+        tap.process.kill()
+        tap.wait()
+    first = recorder.received[0]["path"]
+    assert first.startswith(f"{emulator.url}/{api}/"), first
+    assert emulator.requests(api) == [], "a request bypassed the proxy"
+
+
 # ----------------------------------------------------------------- no secret at rest
 
 
