@@ -36,9 +36,12 @@ meltano: install
 demo: install
 	$(VENV)/bin/python -m scripts.demo $(DEMO_ARGS)
 
-# What CI runs (.ci/run): lint, then every test, the Meltano + PostgreSQL end-to-end one included.
+# What CI runs (.ci/run): lint, then every test, the Meltano + PostgreSQL end-to-end one included,
+# in TEST_WORKERS parallel processes (most tests wait on a subprocess or a socket, so more
+# workers than cores pays). The end-to-end tests share one worker (tests/conftest.py).
+TEST_WORKERS ?= 4
 test: lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,8 @@
 `python -m scripts.docs_settings --write` rewrites
 - the README between `<!-- settings:start -->` and `<!-- settings:end -->` with the settings
   table of `tap-events --about --format=markdown`;
-- sample_config.json: every tap setting, with its default or a placeholder.
+- sample_config.json: every tap setting, with its default or left empty (an API left empty is
+  skipped, so the file validates as shipped).
 Without `--write` it says what is stale and exits 1 (tests/test_docs_settings.py does the same).
 """
 
@@ -33,14 +34,16 @@ def settings_table() -> str:
     return "\n".join(line for line in table.splitlines() if line.startswith("|")) + "\n"
 
 
-def placeholder(name: str, prop: dict[str, t.Any]) -> t.Any:
+def placeholder(prop: dict[str, t.Any]) -> t.Any:
     if "default" in prop:
         return prop["default"]
     types = prop.get("type", "string")
     kind = next(x for x in ([types] if isinstance(types, str) else types) if x != "null")
     if prop.get("format") == "date-time":
         return "2026-01-01T00:00:00Z"
-    return {"array": [], "boolean": False, "integer": 0}.get(kind, f"<{name}>")
+    # Empty, not `<box.client_id>`: an API left as shipped is "not configured" and skipped,
+    # so a user fills in the one API they use without deleting the others.
+    return {"array": [], "boolean": False, "integer": 0}.get(kind, "")
 
 
 def sample_config() -> str:
@@ -51,8 +54,8 @@ def sample_config() -> str:
         if key in SDK_SETTINGS or key.startswith("flattening"):
             continue
         sample[key] = (
-            {sub: placeholder(f"{key}.{sub}", p) for sub, p in prop["properties"].items()}
-            if "properties" in prop else placeholder(key, prop)
+            {sub: placeholder(p) for sub, p in prop["properties"].items()}
+            if "properties" in prop else placeholder(prop)
         )
     return json.dumps(sample, indent=2) + "\n"
 

@@ -162,13 +162,7 @@ class EventStream(sdk_internals.FastRecordPath):
         The tap exits non-zero at the end when any stream failed (`TapEvents.sync_all`).
         """
         if not self.source.is_configured(self.config):
-            self.logger.info(
-                "Skipping stream '%s': %s is not configured (set %s).",
-                self.name,
-                self.source.label,
-                self.source.credentials_hint(),
-            )
-            return
+            return  # said once per API by the tap (`TapEvents.log_unconfigured_apis`)
         if self.tail is not None and self.window_lag is not None:
             # Each poll of a tail run reads a new window, up to the time of that poll.
             self.window_end = self.window_now()

@@ -28,6 +28,8 @@ import email.utils
 import json
 import logging
 import os
+import re
+import socket
 import time
 import typing as t
 import weakref
@@ -40,6 +42,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import requote_uri
 from singer_sdk.exceptions import RetriableAPIError
+from urllib3.exceptions import NameResolutionError
 
 from tap_events.errors import TapEventsError, note_setting
 from tap_events.redact import printable, redact
@@ -111,6 +114,9 @@ class HttpClient:
             config.get("max_retry_wait_seconds") or DEFAULT_MAX_RETRY_WAIT_SECONDS)
         self.read_timeout = float(
             config.get("request_timeout_seconds") or DEFAULT_REQUEST_TIMEOUT_SECONDS)
+        #: Set when a request gave up on connection errors after all its tries (see
+        #: `retrying`); cleared by the next request that succeeds.
+        self.unreachable = False
         #: `max_response_mb` as given (for errors naming it) and in bytes.
         self.max_response_mb = float(config.get("max_response_mb") or DEFAULT_MAX_RESPONSE_MB)
         self.max_response_bytes = int(self.max_response_mb * 2**20)
@@ -164,6 +170,12 @@ class HttpClient:
                 request = self.redirected(request, response, setting)
         except requests.exceptions.RequestException as error:
             note_setting(error, setting)
+            fault = lasting_fault(error)
+            if fault is not None:
+                # Trying again cannot help: fail now, naming the URL and its setting.
+                raise TapEventsError(
+                    f"{fault} for {redact(safe_url(request.url), self.secrets)} "
+                    f"(check {setting})") from error
             raise
         response.close()
         raise TapEventsError(
@@ -222,8 +234,8 @@ class HttpClient:
         return redact(text, self.secrets) != text
 
     def shown(self, url: str | None) -> str:
-        """A URL as an error may show it: printable, secrets masked."""
-        return printable(redact(str(url), self.secrets))
+        """A URL as an error may show it: no query (`safe_url`), printable, secrets masked."""
+        return printable(redact(safe_url(url), self.secrets))
 
     def chunks(self, response: requests.Response, size: int) -> Iterator[bytes]:
         """The body of a streamed response (`request(stream=True)`), as it arrives."""
@@ -305,11 +317,22 @@ class HttpClient:
                                   details.get("tries", 0), details.get("wait", 0.0),
                                   redact(what, self.secrets))
 
+        def note_giveup(details: t.Mapping[str, t.Any]) -> None:
+            if isinstance(details.get("exception"), requests.exceptions.ConnectionError):
+                self.unreachable = True
+
+        def note_success(_details: t.Mapping[str, t.Any]) -> None:
+            self.unreachable = False
+
         return backoff.on_exception(
             waits,
             RETRIED_ERRORS,
-            max_tries=lambda: self.max_tries,
+            # An API that refused every connection of a whole retry budget is not waited
+            # for again by its next stream: a dead API fails the run within one budget.
+            max_tries=lambda: 1 if self.unreachable else self.max_tries,
             on_backoff=log_retry,
+            on_giveup=note_giveup,
+            on_success=note_success,
             jitter=backoff.random_jitter,
             logger=caller.logger,
             backoff_log_level=logging.DEBUG,
@@ -332,6 +355,40 @@ class HttpClient:
                 ) from error
             return asked
         return min(cap, float(2 ** (attempt - 1)))
+
+
+def lasting_fault(error: requests.exceptions.RequestException) -> str | None:
+    """What is wrong, when a failed request cannot succeed by trying again: a TLS handshake
+    or certificate error, or a host name that does not resolve. None for faults that may
+    heal (refused or reset connections, timeouts), which keep the retry budget."""
+    if isinstance(error, requests.exceptions.SSLError):
+        return f"TLS handshake failed ({innermost_reason(error)})"
+    seen: set[int] = set()
+    pending: list[t.Any] = [error]
+    while pending:
+        cause = pending.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, NameResolutionError | socket.gaierror):
+            return "unknown host"
+        pending += [getattr(cause, "reason", None), cause.__cause__, cause.__context__,
+                    *[arg for arg in getattr(cause, "args", ()) if isinstance(arg, Exception)]]
+    return None
+
+
+def innermost_reason(error: BaseException) -> str:
+    """The SSL library's own words (`CERTIFICATE_VERIFY_FAILED`, `WRONG_VERSION_NUMBER`)."""
+    text = str(error)
+    found = re.search(r"\[SSL: ([A-Z_]+)\]|certificate verify failed[^)'\"]*", text)
+    return (found.group(1) or found.group(0)) if found else type(error).__name__
+
+
+def safe_url(url: str | None) -> str:
+    """`scheme://host[:port]/path`: no query (it may carry a cursor or a key)."""
+    parts = urlsplit(url or "")
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 #: Decoded JSON bodies, by response (see `page_body`); each goes with its response.

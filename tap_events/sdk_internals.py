@@ -62,6 +62,18 @@ def config_as_given(tap: Tap) -> t.Mapping[str, t.Any]:
     return getattr(tap, "_config", None) or {}
 
 
+def take_env_parsing(config_input: t.Any) -> bool:
+    """Whether `--config ENV` was given; the SDK then parses no environment itself.
+
+    The SDK's `--config` callback returns a `_ConfigInput` whose `parse_env` makes the tap
+    read top-level settings only (`TAP_EVENTS_START_DATE`), numbers as strings; the tap reads
+    the environment itself instead (nested settings as Meltano names them, typed).
+    """
+    parse_env = bool(config_input.parse_env)
+    config_input.parse_env = False
+    return parse_env
+
+
 class FastRecordPath(RESTStream):
     """The SDK's per-record path, minus the parts that do nothing for these streams.
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import os
 import signal
 import sys
 import typing as t
 
+import click
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import StateMessage
@@ -21,6 +25,9 @@ from tap_events.writer import STDOUT_CLOSED_STATUS, BufferedRecordWriter, end_pr
 
 if t.TYPE_CHECKING:
     from singer_sdk.streams import Stream
+
+#: Environment variables of `--config ENV` start with this (`TAP_EVENTS_BOX_CLIENT_ID`).
+ENV_PREFIX = "TAP_EVENTS_"
 
 
 class TapEvents(sdk_internals.TerminationHook):
@@ -79,6 +86,50 @@ class TapEvents(sdk_internals.TerminationHook):
         *tail.SETTINGS,
         *(source.config_property for source in SOURCES),
     ).to_dict()
+
+    # ----------------------------------------------------------------- command line
+    # The SDK's CLI reads the files; these public hooks make a bad file one line naming it.
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]
+                  ) -> t.Any:
+        """`--config FILE` and `--config ENV`: a file the tap cannot use, or a variable that
+        does not fit its setting, is one line and exit 1. With ENV, nested settings come from
+        `TAP_EVENTS_<API>_<SETTING>` (Meltano's names), typed as the schema says."""
+        try:
+            for path in value:
+                if path != "ENV":
+                    config.read_json_object(path, "config")
+            given = super().cb_config(ctx, param, value)
+            if sdk_internals.take_env_parsing(given):
+                given.config.update(config.settings_from_env(
+                    cls.config_jsonschema, os.environ, ENV_PREFIX))
+        except (config.InputFileError, ValueError) as error:
+            cls.logger.error("%s", error)
+            ctx.exit(1)
+        return given
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command, with --state and --catalog read by `invoke` (not by click, whose
+        error for a missing file is a usage screen)."""
+        command = super().get_singer_command()
+        for option in command.params:
+            if option.name in ("state", "catalog"):
+                option.type = click.STRING
+        return command
+
+    @classmethod
+    def invoke(cls, *, state: str | None = None, catalog: str | None = None,
+               **kwargs: t.Any) -> None:
+        try:
+            files = {what: None if path is None
+                     else io.StringIO(json.dumps(config.read_json_object(path, what)))
+                     for what, path in (("state", state), ("catalog", catalog))}
+        except config.InputFileError as error:
+            cls.logger.error("%s", error)
+            sys.exit(1)
+        super().invoke(**kwargs, **files)
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         #: What this run's streams share; filled in once the config is known.
@@ -148,6 +199,10 @@ class TapEvents(sdk_internals.TerminationHook):
         state each stream emitted before failing is kept.
         """
         apis = self.apis_to_sync()
+        self.log_unconfigured_apis()
+        if not apis:
+            self.logger.error("%s", self.nothing_to_sync())
+            sys.exit(1)
         if len(apis) > 1 and self.config.get("parallel_apis", True) and can_fork_output():
             # Each API's process also tails its own streams when tail_seconds is set.
             self.sync_apis_in_parallel(apis)
@@ -220,6 +275,33 @@ class TapEvents(sdk_internals.TerminationHook):
             if selected:
                 apis[source.name] = selected
         return apis
+
+    def selected_stream_names(self) -> list[str]:
+        return [name for name, stream in self.streams.items() if stream.selected]
+
+    def log_unconfigured_apis(self) -> None:
+        """One line per API whose streams are selected but which has no settings at all."""
+        if parallel.is_child():
+            return  # the parent said it
+        selected = set(self.selected_stream_names())
+        for source in SOURCES:
+            names = [stream.name for stream in source.streams if stream.name in selected]
+            if names and not source.is_configured(self.config):
+                self.logger.info("Skipping %s (%s): not configured (set %s)", source.label,
+                                 ", ".join(names), source.credentials_hint())
+
+    def nothing_to_sync(self) -> str:
+        """Why a sync has nothing to do: which APIs are configured, which streams selected."""
+        configured = [source.name for source in SOURCES if source.is_configured(self.config)]
+        selected = self.selected_stream_names()
+        if selected and len(selected) == len(self.streams):
+            selected = [f"all {len(selected)}"]
+        return (
+            "Nothing to sync: no selected stream belongs to a configured API (configured "
+            f"APIs: {', '.join(configured) or 'none'}; selected streams: "
+            f"{', '.join(selected) or 'none'}). Set an API's credentials (see "
+            "sample_config.json) or select its streams in the catalog."
+        )
 
     def sync_apis_in_parallel(self, apis: dict[str, set[str]]) -> None:
         """One tap process per API (`tap_events.parallel`); a failed API fails the run."""

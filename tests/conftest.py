@@ -21,6 +21,26 @@ def config(emulator):
     return tap_config(emulator.url)
 
 
+#: Test modules whose tests all run on one worker when the suite runs in parallel (`make test`):
+#: the end-to-end tests share this checkout's Meltano project (.meltano/, which `meltano
+#: install` rewrites) and one embedded PostgreSQL.
+ONE_WORKER_MODULES = ("tests/test_meltano_e2e.py",)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's load scheduling, a test at a time, except that the tests of each of
+    ONE_WORKER_MODULES go to one worker as a unit. (What `--dist loadgroup` with an
+    `xdist_group` mark would do, but pytest 9.2 silently breaks that: pytest-xdist#1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else nodeid
+
+    return OneWorkerModules(config, log)
+
+
 def pytest_collection_modifyitems(items):
     """The end-to-end test first: the longest test, started last, would be the whole run's
     tail when the suite runs in parallel workers (`make test`)."""

@@ -23,6 +23,8 @@ STREAMS = {feed.stream: feed for feed in emulated.FEEDS}
 #: The bound parameters each tap stream sends.
 BOUNDS = {stream.name: stream.bound_parameters for stream in SOURCE.streams}
 TRADES = "alpaca_trade_events"
+#: How long run_tap lets one run take (start-up on a loaded machine included).
+RUN_TIMEOUT = 120
 ACTIVITIES = "alpaca_activity_events"
 #: Alpaca's documentation samples (read at test time, never copied into the repository).
 REALDATA = Path(__file__).parent.parent.parent / "shared" / "realdata" / "payloads" / "alpaca"
@@ -96,10 +98,9 @@ def test_discover_lists_every_stream_with_its_key():
 
 
 def test_bounded_replay_emits_every_event_once_and_ends(emulator, config):
-    started = time.monotonic()
+    # Ends by itself: run_tap fails a run that outlasts its timeout.
     run = run_tap(alpaca_only(config))
     assert run.returncode == 0, run.stderr
-    assert time.monotonic() - started < 30
     for stream in STREAMS:
         emitted = assert_exactly_once(run, emulator, stream)
         assert len(emitted) == PER_STREAM - (PER_STREAM // 25 if stream == ACTIVITIES else 0)
@@ -119,7 +120,7 @@ def test_no_request_is_ever_sent_without_a_bound(emulator, config):
     url = f"{emulator.url}/alpaca{STREAMS[TRADES].path}"
     auth = (emulated.API_KEY, emulated.API_SECRET)
     with requests.get(url, params={"since": "1970-01-01"}, auth=auth, stream=True,
-                      timeout=5) as response:
+                      timeout=30) as response:
         deadline = time.monotonic() + 1.5
         chunks = []
         for chunk in response.iter_content(chunk_size=None):
@@ -130,10 +131,9 @@ def test_no_request_is_ever_sent_without_a_bound(emulator, config):
         assert chunks[-1] == b":heartbeat\n\n"
 
     ours = len(requests_to(emulator, TRADES))
-    started = time.monotonic()
-    run = run_tap(alpaca_only(config), streams=[TRADES], timeout=60)
+    # A request without `until` would hang the run until run_tap's timeout fails it.
+    run = run_tap(alpaca_only(config), streams=[TRADES])
     assert run.returncode == 0, run.stderr
-    assert time.monotonic() - started < 20
     sent = requests_to(emulator, TRADES)[ours:]
     assert len(sent) >= 2
     assert all(r["query"].get("until") and r["query"].get("since") for r in sent)
@@ -198,12 +198,13 @@ def test_slow_client_comment_causes_a_reread_and_a_warning(emulator, config, str
 
 @pytest.mark.parametrize("stream", [TRADES, ACTIVITIES])
 def test_silent_stream_is_reconnected_after_the_idle_timeout(emulator, config, stream):
+    # The stream falls silent for far longer than run_tap waits: only a reconnect after the
+    # idle timeout lets the run end at all.
     emulator.inject("alpaca", "sse_stall", path=STREAMS[stream].path,
-                    options={"at": 50, "seconds": 3})
-    started = time.monotonic()
-    run = run_tap(alpaca_only(config, idle_timeout_seconds=0.5), streams=[stream])
+                    options={"at": 50, "seconds": 10 * RUN_TIMEOUT})
+    run = run_tap(alpaca_only(config, idle_timeout_seconds=0.5), streams=[stream],
+                  timeout=RUN_TIMEOUT)
     assert run.returncode == 0, run.stderr
-    assert time.monotonic() - started < 15
     assert_exactly_once(run, emulator, stream)
     assert any("no event or heartbeat for 0.5 s" in line for line in log_lines(run, "WARNING"))
 
@@ -443,7 +444,7 @@ ULID = "01JNGQDKNRM9S346Q3D25VT4F5"
 ])
 def test_emulator_refuses_broken_parameter_rules(emulator, query, message, stream):
     response = requests.get(f"{emulator.url}/alpaca{STREAMS[stream].path}", params=query,
-                            auth=(emulated.API_KEY, emulated.API_SECRET), timeout=5)
+                            auth=(emulated.API_KEY, emulated.API_SECRET), timeout=30)
     assert response.status_code == 400
     assert message in response.json()["message"]
 
@@ -452,11 +453,11 @@ def test_v1_stream_pairs_since_ulid_with_until_ulid(emulator):
     url = f"{emulator.url}/alpaca/v1/events/accounts/status"
     auth = (emulated.API_KEY, emulated.API_SECRET)
     bad = requests.get(url, params={"until_ulid": "01JNGQDKNRM9S346Q3D25VT4F5"}, auth=auth,
-                       timeout=5)
+                       timeout=30)
     assert bad.status_code == 400 and "until_ulid requires since_ulid" in bad.text
     high = ulid.encode(ulid.milliseconds(datetime.datetime.now(datetime.UTC)), 2**80 - 1)
     good = requests.get(url, params={"since_ulid": "00000000000000000000000000",
-                                     "until_ulid": high}, auth=auth, timeout=10)
+                                     "until_ulid": high}, auth=auth, timeout=30)
     assert good.status_code == 200
     assert good.text.count("event_ulid") == PER_STREAM
 

@@ -188,14 +188,6 @@ def test_wrong_client_secret_names_the_settings(emulator, config):
     assert "Traceback" not in run.stderr
 
 
-def test_unconfigured_api_is_skipped_and_run_succeeds():
-    run = run_tap({})
-    assert run.returncode == 0, run.stderr
-    assert run.records() == []
-    assert any("Skipping stream 'box_events': Box is not configured" in line
-               for line in log_lines(run, "INFO"))
-
-
 @pytest.mark.parametrize("feed", ["changes", "sync"])
 def test_user_stream_type_is_sent(emulator, config, feed):
     run = run_tap(box_only(config, user_stream_type=feed), streams=["box_events"])

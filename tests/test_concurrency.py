@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import typing as t
 
 import orjson
 
 from tap_events import parallel
-from tests.support import log_lines, run_tap
+from tests.support import RunningTap, log_lines, run_tap
+
+if t.TYPE_CHECKING:
+    from tap_events_emulator.app import Turnstile
 
 #: One stream per API, each with its own cursor field (the bookmark).
 CURSORS = {
@@ -18,14 +22,33 @@ CURSORS = {
 IDS = {"box_events": "event_id", "discue_events": "id", "alpaca_trade_events": "event_id"}
 
 
+#: The API of each stream.
+APIS = {stream: stream.split("_", 1)[0] for stream in CURSORS}
+#: Seconds to wait for what the tap must do next (a request, a record): no test waits it out.
+PROMPT = 60
+
+
 def test_apis_in_parallel_give_a_valid_stream_with_resume_points_everywhere(emulator, config):
-    # 20 ms per page: the APIs' extractions overlap in time whatever the machine's speed.
-    emulator.app.latency = 0.02
-    run = run_tap(config, streams=CURSORS)
+    # Every API's answers wait at a turnstile, let through in turns (box, discue, alpaca,
+    # box, ...): an API's turn ends once its next records reached the merged output. So the
+    # outputs interleave by construction, however the machine schedules the processes.
+    turnstiles = {api: emulator.turnstile(api, emulator.app.apis[api].fault_path)
+                  for api in APIS.values()}
+    expected = emulator.stream_counts()
+    tap = RunningTap(config, streams=CURSORS)
+    try:
+        turns = 0
+        while any(records_out(tap, stream) < expected[stream] for stream in CURSORS):
+            for stream, api in APIS.items():
+                turns += take_turn(tap, turnstiles[api], stream, expected[stream])
+            assert turns < 1000, "the records stopped coming"
+    finally:
+        for turnstile in turnstiles.values():
+            turnstile.open()
+    run = tap.wait(timeout=PROMPT)
 
     assert run.returncode == 0, run.stderr
     assert any("in parallel" in line for line in log_lines(run, "INFO"))
-    expected = emulator.stream_counts()
     for stream, key in IDS.items():
         ids = run.ids(stream, key)
         assert len(set(ids)) == expected[stream], stream
@@ -33,9 +56,10 @@ def test_apis_in_parallel_give_a_valid_stream_with_resume_points_everywhere(emul
     # The outputs really interleave (otherwise this test proves nothing about merging).
     assert stream_switches(run) > len(CURSORS)
 
-    # Each stream's records in the order a run of that API alone writes them.
+    # Each stream's records in the order a run of that API alone writes them (one after the
+    # other, as `parallel_apis: false` runs them).
+    alone = run_tap({**config, "parallel_apis": False}, streams=CURSORS)
     for stream, key in IDS.items():
-        alone = run_tap(config, streams=[stream])
         assert run.ids(stream, key) == alone.ids(stream, key), stream
 
     # Every STATE holds, for every stream that wrote records before it, the cursor of one of
@@ -109,6 +133,30 @@ def test_parallel_apis_off_runs_the_apis_one_after_the_other(emulator, config):
     assert run.returncode == 0, run.stderr
     assert not any("in parallel" in line for line in log_lines(run, "INFO"))
     assert stream_switches(run) == len(CURSORS) - 1
+
+
+def records_out(tap: RunningTap, stream: str) -> int:
+    """RECORD lines of `stream` the tap has written so far."""
+    prefix = f'{{"type":"RECORD","stream":"{stream}"'
+    return sum(1 for _, line in list(tap.lines) if line.startswith(prefix))
+
+
+def take_turn(tap: RunningTap, turnstile: Turnstile, stream: str, expected: int) -> int:
+    """Let `stream`'s API answer until more of its records reach the output; 1 if they did,
+    0 if the stream was already complete."""
+    before = records_out(tap, stream)
+    while True:
+        tap.wait_for(lambda: turnstile.waiting or records_out(tap, stream) > before
+                     or records_out(tap, stream) == expected, timeout=PROMPT)
+        out = records_out(tap, stream)
+        if out > before:
+            return 1
+        if out == expected:
+            return 0
+        # Its next request waits: the records of the last answer may still be in the
+        # process's output buffer, or it wants the next page.
+        turnstile.let_one_through()
+        tap.wait_for(lambda: not turnstile.passes, timeout=PROMPT)
 
 
 def stream_switches(run) -> int:

@@ -380,7 +380,7 @@ def test_an_untrusted_certificate_fails_in_one_line(https_emulator, api):
                   env={"REQUESTS_CA_BUNDLE": "", "SSL_CERT_FILE": ""})
 
     assert run.returncode == 1
-    error_line(run, "SSLError")
+    error_line(run, "CERTIFICATE_VERIFY_FAILED")
 
 
 @pytest.mark.parametrize("api", APIS)

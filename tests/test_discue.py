@@ -169,7 +169,7 @@ def test_refused_key_is_not_retried_and_names_the_setting(emulator, status):
 def lock_out(emulator) -> None:
     url = f"{emulator.url}/discue/v1/events"
     for _ in range(api(emulator).lock_after):
-        refused = requests.get(url, headers={"X-API-KEY": "nope"}, timeout=5)
+        refused = requests.get(url, headers={"X-API-KEY": "nope"}, timeout=30)
         assert refused.status_code == 401
         assert refused.json() == {"title": "Unauthorized", "status": 401}
 
@@ -177,7 +177,7 @@ def lock_out(emulator) -> None:
 def test_emulator_locks_out_every_key_after_repeated_failed_logins(emulator):
     lock_out(emulator)
     locked = requests.get(f"{emulator.url}/discue/v1/events",
-                          headers={"X-API-KEY": emulated.API_KEY}, timeout=5)
+                          headers={"X-API-KEY": emulated.API_KEY}, timeout=30)
     assert locked.status_code == 403
     assert locked.json() == {"title": "Forbidden", "status": 403}
 

@@ -46,6 +46,7 @@ from scripts.pipeline import (
 from tap_events_emulator import start_emulator, tap_config
 from tests.support import run_tap
 
+# One worker runs them all (tests/conftest.py, ONE_WORKER_MODULES).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SCHEMA = "tap_events_e2e"

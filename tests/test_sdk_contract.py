@@ -14,7 +14,7 @@ import inspect
 from importlib.metadata import version
 
 import pytest
-from singer_sdk import Stream
+from singer_sdk import Stream, Tap
 from singer_sdk.authenticators import OAuthAuthenticator
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.helpers._state import increment_state
@@ -150,3 +150,17 @@ def test_record_lines_match_the_sdk_writers():
     assert bytes(writer._block) == expected
     writer._block.clear()  # nothing for the exit-time flush to print
 
+
+def test_the_config_callback_still_says_whether_env_was_given():
+    """`--config ENV`: the tap reads the environment itself and turns the SDK's parsing off
+    (sdk_internals.take_env_parsing); `TapEvents.invoke` and `cb_discover` read the flag."""
+    from tap_events.tap import TapEvents
+
+    given = Tap.cb_config(None, None, ("ENV",))  # type: ignore[arg-type]
+    assert given.parse_env is True
+    assert sdk_internals.take_env_parsing(given) is True
+    assert given.parse_env is False
+    assert sdk_internals.take_env_parsing(Tap.cb_config(None, None, ())) is False  # type: ignore[arg-type]
+    source = inspect.getsource(Tap.invoke) + inspect.getsource(Tap.cb_discover)
+    assert source.count("parse_env_config=config.parse_env") == 2
+    assert TapEvents.cb_config.__func__ is not Tap.cb_config.__func__

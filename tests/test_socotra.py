@@ -142,12 +142,12 @@ def test_emulator_rejects_paging_token_with_filters(shared_emulator):
     url = f"{shared_emulator.url}/socotra/event/{TENANT_A}/events/list"
     auth = {"Authorization": f"Bearer {emulated.TOKEN}"}
     first = requests.get(url, params={"endTimestamp": "2100-01-01T00:00:00.000Z",
-                                      "pageSize": 5}, headers=auth, timeout=10)
+                                      "pageSize": 5}, headers=auth, timeout=30)
     token = first.json()["pagingToken"]
     assert requests.get(url, params={"pagingToken": token}, headers=auth,
-                        timeout=10).status_code == 200
+                        timeout=30).status_code == 200
     mixed = requests.get(url, params={"pagingToken": token, "pageSize": 5}, headers=auth,
-                         timeout=10)
+                         timeout=30)
     assert mixed.status_code == 400
     assert "pagingToken cannot be combined" in mixed.json()["message"]
 
@@ -260,9 +260,9 @@ def test_repeated_events_are_emitted_once(catalog):
         url = f"{server.url}/socotra/event/{TENANT_A}/events/list"
         auth = {"Authorization": f"Bearer {emulated.TOKEN}"}
         first = requests.get(url, params={"endTimestamp": "2100-01-01T00:00:00.000Z",
-                                          "pageSize": 5}, headers=auth, timeout=10).json()
+                                          "pageSize": 5}, headers=auth, timeout=30).json()
         second = requests.get(url, params={"pagingToken": first["pagingToken"]},
-                              headers=auth, timeout=10).json()
+                              headers=auth, timeout=30).json()
         assert second["events"][0] == first["events"][-1]
 
         run = run_tap(socotra_config(server), catalog=only(catalog, EVENTS))

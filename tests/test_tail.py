@@ -22,8 +22,16 @@ from tests.support import RunningTap, log_lines, run_tap
 EVENTS = 300
 TRADES = "alpaca_trade_events"
 FEEDS = {feed.stream: feed for feed in emulated_alpaca.FEEDS}
-#: Slack for a loaded CI machine on top of what the tap promises.
-SLACK = 2.0
+#: No bound here is a stopwatch (the suite runs in parallel workers on a loaded machine).
+#: "Fast" means: out while the tap still listens, long before anything else could push it
+#: out. LISTEN is a tail budget (and STATE interval) no test waits out: those tests end the
+#: run with SIGTERM. PROMPT is how long a test waits for what the tap must do now; a tap that
+#: instead waited for LISTEN (the end of the run, the next STATE, a blocked read) misses it.
+LISTEN = 300
+PROMPT = 60
+#: How long a run with a short budget (a few seconds) may take, start-up on a loaded machine
+#: included.
+ENDS_WITHIN = 120
 
 
 @pytest.fixture
@@ -71,8 +79,14 @@ def unbounded(emulator, stream: str) -> list[dict]:
             and not {"until", "until_id", "until_ulid"} & r["query"].keys()]
 
 
-def arrival_times(tap: RunningTap, key: str = "event_id") -> dict[str, float]:
-    return {m["record"][key]: at for at, m in tap.messages() if m["type"] == "RECORD"}
+def record_id(message: dict) -> str:
+    feed = FEEDS.get(message["stream"])
+    return message["record"][feed.key if feed else "event_id"]
+
+
+def arrival_times(tap: RunningTap) -> dict[str, float]:
+    """When each record arrived, by id."""
+    return {record_id(m): at for at, m in tap.messages() if m["type"] == "RECORD"}
 
 
 def assert_once(ids: list[str], expected: list[str]) -> None:
@@ -86,29 +100,26 @@ def assert_once(ids: list[str], expected: list[str]) -> None:
 def test_box_long_poll_emits_each_new_event_once_and_fast(make_emulator):
     # The realtime server answers `reconnect` after 1 s without events: several rounds.
     emulator = make_emulator(box={"realtime_timeout": 1.0})
-    # No STATE falls due during the run: only the per-event flush can get records out fast.
-    tap = RunningTap(tail_config(emulator, tail_seconds=4, tail_state_seconds=60),
+    # Neither the periodic STATE nor the end of the run falls due while events arrive: the
+    # records must come out while the tap listens, each batch before the next is added.
+    tap = RunningTap(tail_config(emulator, tail_seconds=LISTEN, tail_state_seconds=LISTEN),
                      streams=["box_events"])
     tap.wait_for(lambda: realtime_polls(emulator))
-    started = time.monotonic()
-    added: dict[str, float] = {}
     for batch in range(4):
         count = EVENTS + 5 * batch
-        stamp = time.monotonic()
+        rounds = len(options_calls(emulator))
         emulator.add_events("box", 5, feed="user")
-        added.update(dict.fromkeys(box_ids(emulator, count, count + 5), stamp))
-        time.sleep(0.6)
-    run = tap.wait(timeout=30)
-    ended = time.monotonic()
+        batch_ids = set(box_ids(emulator, count, count + 5))
+        tap.wait_for(lambda ids=batch_ids: ids <= set(arrival_times(tap)), timeout=PROMPT)
+        # The next batch comes after a `reconnect` round (a new OPTIONS call, as Box asks).
+        tap.wait_for(lambda rounds=rounds: len(options_calls(emulator)) > rounds,
+                     timeout=PROMPT)
+    tap.process.send_signal(signal.SIGTERM)
+    run = tap.wait(timeout=PROMPT)
 
     assert run.returncode == 0, run.stderr
     assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 20))
-    arrived = arrival_times(tap)
-    delays = [arrived[event_id] - stamp for event_id, stamp in added.items()]
-    assert max(delays) < 1.0 + SLACK, delays
-    assert ended - started < 4 + SLACK
-    # `reconnect` was answered and followed by a new OPTIONS call, as Box asks.
-    assert len(options_calls(emulator)) >= 3
+    assert len(options_calls(emulator)) >= 5
     assert run.bookmark("box_events")["replication_key_value"] == str(USER_BASE + EVENTS + 20)
     assert not log_lines(run, "ERROR") and not log_lines(run, "WARNING")
 
@@ -122,7 +133,7 @@ def test_box_long_poll_retries_a_silent_server_then_asks_for_a_new_one(make_emul
     tap.wait_for(lambda: realtime_polls(emulator))
     time.sleep(1.0)
     emulator.add_events("box", 7, feed="user")
-    run = tap.wait(timeout=30)
+    run = tap.wait(timeout=ENDS_WITHIN)
 
     assert run.returncode == 0, run.stderr
     assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 7))
@@ -147,7 +158,7 @@ def test_box_max_retries_answers_and_errors_restart_from_options(make_emulator):
     tap = RunningTap(tail_config(emulator, tail_seconds=3), streams=["box_events"])
     tap.wait_for(lambda: realtime_polls(emulator))
     emulator.add_events("box", 4, feed="user")
-    run = tap.wait(timeout=30)
+    run = tap.wait(timeout=ENDS_WITHIN)
 
     assert run.returncode == 0, run.stderr
     assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 4))
@@ -169,7 +180,7 @@ def test_box_falls_back_to_polling_when_the_realtime_server_refuses(make_emulato
                      streams=["box_events"])
     tap.wait_for(lambda: "polling every 0.5 s instead" in tap.stderr())
     emulator.add_events("box", 6, feed="user")
-    run = tap.wait(timeout=30)
+    run = tap.wait(timeout=ENDS_WITHIN)
 
     assert run.returncode == 0, run.stderr
     assert_once(run.ids("box_events"), box_ids(emulator, 0, EVENTS + 6))
@@ -183,21 +194,21 @@ def test_box_falls_back_to_polling_when_the_realtime_server_refuses(make_emulato
 def test_alpaca_streams_stay_connected_and_emit_each_event_once_and_fast(make_emulator):
     emulator = make_emulator(alpaca={"heartbeat_seconds": 0.3})
     streams = list(FEEDS)
-    # No STATE falls due during the run: only the per-event flush can get records out fast.
-    tap = RunningTap(tail_config(emulator, tail_seconds=4, tail_state_seconds=60),
+    # No STATE falls due and the run does not end while events arrive: an SSE connection is
+    # one long page, so only the per-event flush can get the records out while it is open.
+    tap = RunningTap(tail_config(emulator, tail_seconds=LISTEN, tail_state_seconds=LISTEN),
                      streams=streams)
     tap.wait_for(lambda: all(unbounded(emulator, stream) for stream in streams))
-    started = time.monotonic()
-    added: dict[str, tuple[str, float]] = {}
+    added: list[str] = []
     for batch in range(3):
-        stamp = time.monotonic()
         emulator.add_events("alpaca", 10)
-        for index in range(EVENTS + 10 * batch, EVENTS + 10 * (batch + 1)):
-            stream, event_id = alpaca_id(emulator, index)
-            added[event_id] = (stream, stamp)
-        time.sleep(0.6)
-    run = tap.wait(timeout=30)
-    ended = time.monotonic()
+        batch_ids = {alpaca_id(emulator, index)[1]
+                     for index in range(EVENTS + 10 * batch, EVENTS + 10 * (batch + 1))}
+        tap.wait_for(lambda ids=batch_ids: ids <= set(arrival_times(tap)),
+                     timeout=PROMPT)
+        added += batch_ids
+    tap.process.send_signal(signal.SIGTERM)
+    run = tap.wait(timeout=PROMPT)
 
     assert run.returncode == 0, run.stderr
     for stream in streams:
@@ -211,13 +222,11 @@ def test_alpaca_streams_stay_connected_and_emit_each_event_once_and_fast(make_em
             assert newest == max(expected)
         # One open connection per stream did it all: no reconnect was needed.
         assert len(unbounded(emulator, stream)) == 1
-    arrived = {}
-    for at, message in tap.messages():
-        if message["type"] == "RECORD":
-            arrived[message["record"][FEEDS[message["stream"]].key]] = at
-    delays = [arrived[event_id] - stamp for event_id, (_, stamp) in added.items()]
-    assert max(delays) < 1.0 + SLACK, delays
-    assert ended - started < 4 + SLACK
+    # No STATE (whose write flushes stdout) came between the new records.
+    new = [i for i, m in enumerate(run.messages)
+           if m["type"] == "RECORD" and record_id(m) in set(added)]
+    assert len(new) == len(added)
+    assert all(m["type"] != "STATE" for m in run.messages[min(new):max(new)])
     assert not log_lines(run, "WARNING")
 
 
@@ -235,7 +244,7 @@ def test_alpaca_tail_reconnects_after_silence_and_internal_error(make_emulator):
     tap = RunningTap(config, streams=[TRADES])
     tap.wait_for(lambda: len(unbounded(emulator, TRADES)) >= 3)
     emulator.add_events("alpaca", 25)
-    run = tap.wait(timeout=30)
+    run = tap.wait(timeout=ENDS_WITHIN)
 
     assert run.returncode == 0, run.stderr
     expected = [alpaca_id(emulator, index)[1] for index in range(EVENTS + 25)
@@ -261,7 +270,7 @@ def test_streams_without_a_push_channel_poll_at_tail_poll_seconds(make_emulator)
     emulator.add_events("discue", 6)
     emulator.add_events("box", 6, feed="enterprise")
     emulator.add_events("socotra", 6)
-    run = tap.wait(timeout=30)
+    run = tap.wait(timeout=ENDS_WITHIN)
 
     assert run.returncode == 0, run.stderr
     counts = emulator.stream_counts()
@@ -281,32 +290,39 @@ def test_state_is_written_at_least_every_tail_state_seconds(make_emulator):
     """An SSE connection is one long page: without the tail's clock no STATE would come
     until 1000 records or the end of the run."""
     emulator = make_emulator(alpaca={"heartbeat_seconds": 0.2})
-    tap = RunningTap(tail_config(emulator, tail_seconds=4, tail_state_seconds=0.5),
+    tap = RunningTap(tail_config(emulator, tail_seconds=LISTEN, tail_state_seconds=0.5),
                      streams=[TRADES])
     tap.wait_for(lambda: unbounded(emulator, TRADES))
-    listening = time.monotonic()
-    for _ in range(12):
-        emulator.add_events("alpaca", len(FEEDS))  # one per stream
-        time.sleep(0.2)
-    run = tap.wait(timeout=30)
-    assert run.returncode == 0, run.stderr
 
-    timed = tap.messages()
-    new_records = [(at, m) for at, m in timed if m["type"] == "RECORD" and at > listening]
-    assert len(new_records) == 12
-    for at, message in new_records:
-        cursor = message["record"][CURSOR_FIELD]
-        covering = [later for later, m in timed if m["type"] == "STATE" and later >= at
-                    and m["value"]["bookmarks"][TRADES]["replication_key_value"] >= cursor]
-        assert covering and covering[0] - at <= 0.5 + SLACK
+    def covered(cursor: str) -> bool:
+        return any(m["type"] == "STATE"
+                   and m["value"]["bookmarks"][TRADES]["replication_key_value"] >= cursor
+                   for _, m in tap.messages())
+
+    # A few events at a time, each batch covered by a STATE before the next comes: a STATE
+    # every tail_state_seconds, never one only at 1000 records or the end of the run.
+    for batch in range(6):
+        emulator.add_events("alpaca", len(FEEDS))  # one per stream
+        batch_ids = {alpaca_id(emulator, index)[1] for index in
+                     range(EVENTS + len(FEEDS) * batch, EVENTS + len(FEEDS) * (batch + 1))
+                     if alpaca_id(emulator, index)[0] == TRADES}
+        tap.wait_for(lambda ids=batch_ids: ids <= set(arrival_times(tap)), timeout=PROMPT)
+        cursor = max(m["record"][CURSOR_FIELD] for _, m in tap.messages()
+                     if m["type"] == "RECORD" and m["record"]["event_id"] in batch_ids)
+        tap.wait_for(lambda cursor=cursor: covered(cursor), timeout=PROMPT)
+    tap.process.send_signal(signal.SIGTERM)
+    run = tap.wait(timeout=PROMPT)
+    assert run.returncode == 0, run.stderr
+    assert len([m for m in run.messages if m["type"] == "STATE"]) >= 6
 
 
 def test_sigterm_mid_tail_ends_cleanly_and_the_next_run_loses_nothing(make_emulator):
-    emulator = make_emulator(box={"realtime_timeout": 30.0},
-                             alpaca={"heartbeat_seconds": 30.0})
+    # Box's long poll and Alpaca's heartbeats both outlast PROMPT, and so does the budget.
+    emulator = make_emulator(box={"realtime_timeout": LISTEN},
+                             alpaca={"heartbeat_seconds": LISTEN})
     streams = ["box_events", TRADES]
     # Both streams end up blocked: Box in a long poll, Alpaca in a silent SSE read.
-    tap = RunningTap(tail_config(emulator, tail_seconds=60), streams=streams)
+    tap = RunningTap(tail_config(emulator, tail_seconds=LISTEN), streams=streams)
     tap.wait_for(lambda: realtime_polls(emulator) and unbounded(emulator, TRADES))
     emulator.add_events("box", 5, feed="user")
     emulator.add_events("alpaca", 10)
@@ -314,11 +330,11 @@ def test_sigterm_mid_tail_ends_cleanly_and_the_next_run_loses_nothing(make_emula
         alpaca_id(emulator, index)[1] for index in range(EVENTS, EVENTS + 10)
         if alpaca_id(emulator, index)[0] == TRADES]
     tap.wait_for(lambda: set(new_ids) <= set(arrival_times(tap)))
-    time.sleep(0.3)
-    signalled = time.monotonic()
+    # Both blocked again: Box in its next long poll, Alpaca waiting for the next event.
+    tap.wait_for(lambda: len(realtime_polls(emulator)) >= 2)
     tap.process.send_signal(signal.SIGTERM)
-    first = tap.wait(timeout=20)
-    assert time.monotonic() - signalled < 3, "SIGTERM did not end a blocked tail promptly"
+    # Ended by the signal, not by a read that returned (that takes LISTEN seconds).
+    first = tap.wait(timeout=PROMPT)
     assert first.returncode == 0, first.stderr
     assert first.messages[-1]["type"] == "STATE"
 

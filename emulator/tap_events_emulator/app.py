@@ -19,6 +19,10 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
   `emulator.fault` and reads its `options`;
 - `DELETE /_emulator/faults`: clear them.
 
+In-process callers (tests) can also hold an API's requests at a `Turnstile`
+(`EmulatorServer.turnstile`) and let them through one at a time, to set the order in which
+several clients' requests are answered without relying on timing.
+
 `response_cache_mb` (the benchmarks' `--response-cache-mb`) keeps complete answers to repeated
 identical requests, so a benchmark that reads the same pages again measures the client, not the
 emulator generating events in Python. Off by default; bounded, oldest dropped first.
@@ -71,6 +75,44 @@ APP_FAULT_KINDS = frozenset({"status", "slow", "drop", "truncate", "echo", "muta
                              "redirect"})
 
 
+class Turnstile:
+    """Holds the requests to one API path until the caller lets them through: one at a time
+    (`let_one_through`), or all from now on (`open`)."""
+
+    def __init__(self, path: str = "") -> None:
+        self.path = path
+        self.condition = threading.Condition()
+        #: Requests waiting to pass.
+        self.waiting = 0
+        self.passes = 0
+        self.is_open = False
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(self.path)
+
+    def enter(self) -> None:
+        """Called by the request's thread: returns once it may be answered."""
+        with self.condition:
+            self.waiting += 1
+            self.condition.notify_all()
+            self.condition.wait_for(lambda: self.is_open or self.passes > 0)
+            if not self.is_open:
+                self.passes -= 1
+            self.waiting -= 1
+            self.condition.notify_all()
+
+    def let_one_through(self) -> None:
+        """Let the next waiting request (or, if none waits yet, the next to come) pass."""
+        with self.condition:
+            self.passes += 1
+            self.condition.notify_all()
+
+    def open(self) -> None:
+        with self.condition:
+            self.is_open = True
+            self.condition.notify_all()
+
+
 class EmulatorApp:
     """A WSGI application serving a set of emulated APIs."""
 
@@ -79,6 +121,7 @@ class EmulatorApp:
         self.apis = {api.name: api for api in apis}
         self.latency = latency_ms / 1000.0
         self.faults: list[Fault] = []
+        self.turnstiles: dict[str, Turnstile] = {}
         self.lock = threading.Lock()
         self.cache = ResponseCache(int(response_cache_mb * 2**20))
 
@@ -95,6 +138,9 @@ class EmulatorApp:
         api = self.apis.get(head)
         if api is None:
             return json_response({"message": f"no emulated API at /{head}"}, 404)
+        turnstile = self.turnstiles.get(head)
+        if turnstile is not None and turnstile.matches(rest):
+            turnstile.enter()
         fault = self.take_fault(head, rest)
         if fault and fault.kind == "status":
             body = fault.body if fault.body is not None else {"message": "injected fault"}
@@ -272,6 +318,8 @@ class EmulatorServer:
         self.server.serve_forever()
 
     def stop(self) -> None:
+        for turnstile in self.app.turnstiles.values():
+            turnstile.open()
         self.server.shutdown()
         self.server.server_close()
 
@@ -282,6 +330,11 @@ class EmulatorServer:
     def inject(self, api: str, kind: str, **options: t.Any) -> None:
         with self.app.lock:
             self.app.faults.append(Fault(api=api, kind=kind, **options))
+
+    def turnstile(self, api: str, path: str = "") -> Turnstile:
+        """From now on, requests to `api` under `path` wait at the returned turnstile."""
+        self.app.turnstiles[api] = Turnstile(path)
+        return self.app.turnstiles[api]
 
     def clear_faults(self) -> None:
         with self.app.lock:

@@ -1,0 +1,253 @@
+"""What an operator scheduling the tap relies on: a run that cannot do its job says why in one
+line and exits non-zero; config comes from files or the environment; bad files are named."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tap_events import config as settings
+from tap_events.sources import SOURCES
+from tap_events.tap import ENV_PREFIX, TapEvents
+from tests.support import TAP, TapRun, clean_env, log_lines, parse_messages, run_tap
+
+
+def last_error(run: TapRun) -> str:
+    errors = log_lines(run, "ERROR")
+    assert errors, run.stderr
+    return errors[-1]
+
+
+def assert_refused(run: TapRun, *named: str) -> None:
+    """Exit 1, no records, no traceback, and the last error line names each of `named`."""
+    assert run.returncode == 1, run.stderr
+    assert run.records() == []
+    assert "Traceback" not in run.stderr
+    line = last_error(run)
+    for text in named:
+        assert text in line, line
+
+
+# ----------------------------------------------------------------- config complete or refused
+
+
+@pytest.mark.parametrize(
+    ("api_settings", "missing", "given"),
+    [
+        ({"box": {"client_id": "x"}}, "box.client_secret", "box.client_id"),
+        ({"box": {"client_secret": "x"}}, "box.client_id", "box.client_secret"),
+        ({"alpaca": {"api_key": "x"}}, "alpaca.api_secret", "alpaca.api_key"),
+        ({"alpaca": {"api_secret": "x"}}, "alpaca.api_key", "alpaca.api_secret"),
+    ],
+)
+def test_half_a_credential_set_is_refused_before_any_request(emulator, config, api_settings,
+                                                             missing, given):
+    api = next(iter(api_settings))
+    urls = {key: value for key, value in config[api].items() if key.endswith("_url")}
+    run = run_tap({"discue": config["discue"], api: {**urls, **api_settings[api]}})
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert any(missing in line and given in line for line in log_lines(run, "ERROR")), \
+        run.stderr
+    assert emulator.requests(api) == []
+    assert emulator.requests("discue") == []
+    assert run.records() == []
+
+
+def test_no_config_at_all_is_a_sync_with_nothing_to_do():
+    run = run_tap({})
+    assert_refused(run, "Nothing to sync", "configured APIs: none", "selected streams: all")
+
+
+def test_a_catalog_selecting_nothing_names_the_configured_apis(emulator, config):
+    run = run_tap({"discue": config["discue"]}, streams=[])
+    assert_refused(run, "Nothing to sync", "configured APIs: discue", "selected streams: none")
+    assert emulator.requests("discue") == []
+
+
+def test_selected_streams_of_unconfigured_apis_only_is_refused(emulator, config):
+    run = run_tap({"discue": config["discue"]}, streams=["box_events"])
+    assert_refused(run, "configured APIs: discue", "selected streams: box_events")
+
+
+def test_unconfigured_api_is_skipped_in_one_line_and_the_run_succeeds(emulator, config):
+    run = run_tap({"discue": config["discue"]},
+                  streams=["discue_events", "box_events", "box_enterprise_events"])
+    assert run.returncode == 0, run.stderr
+    assert len(run.records("discue_events")) == emulator.stream_counts()["discue_events"]
+    skipped = [line for line in log_lines(run, "INFO") if "not configured" in line]
+    assert len(skipped) == 1, skipped
+    assert "Box (box_events, box_enterprise_events): not configured" in skipped[0]
+    assert "box.access_token, or box.client_id + box.client_secret" in skipped[0]
+
+
+@pytest.mark.parametrize("args", [["--discover"], ["--about"], ["--about", "--format", "json"]])
+def test_discover_and_about_work_without_any_setting(args):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "config.json")
+        path.write_text("{}")
+        run = run_tap_on(path, *args)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    if args == ["--discover"]:
+        catalog = json.loads(run.stdout)
+        assert {entry["tap_stream_id"] for entry in catalog["streams"]} == {
+            stream.name for source in SOURCES for stream in source.streams}
+
+
+# ----------------------------------------------------------------- --config ENV
+
+
+def run_with_env(env: dict[str, str], *args: str) -> TapRun:
+    process = subprocess.run([*TAP, "--config", "ENV", *args], capture_output=True, text=True,
+                             timeout=120, env={**clean_env(), **env})
+    return TapRun(process.returncode, process.stdout, process.stderr,
+                  parse_messages(process.stdout.splitlines()))
+
+
+def test_nested_settings_come_from_the_environment_without_meltano(emulator, config):
+    env = {settings.env_var_name(ENV_PREFIX, "discue", key): str(value)
+           for key, value in config["discue"].items()}
+    assert "TAP_EVENTS_DISCUE_API_KEY" in env
+    env["TAP_EVENTS_DISCUE_PAGE_SIZE"] = "7"
+    run = run_with_env(env)
+    assert run.returncode == 0, run.stderr
+    assert len(run.records("discue_events")) == emulator.stream_counts()["discue_events"]
+    limits = {request["query"]["limit"][0] for request in emulator.requests("discue")
+              if "limit" in request["query"]}
+    assert limits == {"7"}
+
+
+def test_environment_values_are_typed_as_the_schema_says():
+    environ = {
+        "TAP_EVENTS_MAX_RETRIES": "3",
+        "TAP_EVENTS_REQUEST_TIMEOUT_SECONDS": "2.5",
+        "TAP_EVENTS_PARALLEL_APIS": "false",
+        "TAP_EVENTS_BOX_EVENT_TYPES": '["ITEM_CREATE", "ITEM_UPLOAD"]',
+        "TAP_EVENTS_BOX_PAGE_SIZE": "20",
+        "TAP_EVENTS_BOX_ALLOW_GAP": "true",
+        "TAP_EVENTS_SOCOTRA_TENANT_LOCATORS": "a, b",
+        "TAP_EVENTS_ALPACA_API_KEY": "k",
+    }
+    config = settings.settings_from_env(TapEvents.config_jsonschema, environ, ENV_PREFIX)
+    assert config == {
+        "max_retries": 3,
+        "request_timeout_seconds": 2.5,
+        "parallel_apis": False,
+        "box": {"event_types": ["ITEM_CREATE", "ITEM_UPLOAD"], "page_size": 20,
+                "allow_gap": True},
+        "socotra": {"tenant_locators": ["a", "b"]},
+        "alpaca": {"api_key": "k"},
+    }
+
+
+def test_every_setting_has_meltanos_environment_variable_name():
+    """Meltano names a setting's variable `<PLUGIN>_<SETTING>`, uppercase, each character
+    that is not a letter or digit (the `.` of a nested setting included) made `_`."""
+    names = {settings.env_var_name(ENV_PREFIX, source.name, prop.name)
+             for source in SOURCES for prop in source.properties}
+    assert {"TAP_EVENTS_BOX_CLIENT_ID", "TAP_EVENTS_DISCUE_API_KEY",
+            "TAP_EVENTS_SOCOTRA_TENANT_LOCATORS", "TAP_EVENTS_ALPACA_API_SECRET"} <= names
+    for name in names:
+        assert name == name.upper() and name.replace("_", "").isalnum()
+
+
+@pytest.mark.parametrize(("variable", "value"), [("TAP_EVENTS_BOX_PAGE_SIZE", "lots"),
+                                                 ("TAP_EVENTS_BOX_ALLOW_GAP", "maybe")])
+def test_an_environment_value_of_the_wrong_type_is_one_line(variable, value):
+    run = run_with_env({variable: value, "TAP_EVENTS_BOX_ACCESS_TOKEN": "t"})
+    assert_refused(run, variable, repr(value))
+    assert len(log_lines(run, "ERROR")) == 1
+
+
+# ----------------------------------------------------------------- files
+
+
+BAD_FILES = {
+    "missing": (None, "no such file"),
+    "not JSON": ("{'box': ", "not valid JSON"),
+    "empty": ("", "not valid JSON"),
+    "a JSON array": ("[1, 2]", "holds a JSON list, not an object"),
+    "a directory": (..., "is a directory"),
+}
+
+
+@pytest.mark.parametrize("what", ["config", "state", "catalog"])
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_file_is_one_line_naming_it(what, case):
+    content, problem = BAD_FILES[case]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, f"my-{what}.json")
+        if content is ...:
+            path.mkdir()
+        elif content is not None:
+            path.write_text(content)
+        files = {"config": Path(folder, "config.json"), what: path}
+        if what != "config":
+            files["config"].write_text(json.dumps({"discue": {"api_key": "k"}}))
+        command = [*TAP]
+        for option, file in files.items():
+            command += [f"--{option}", str(file)]
+        process = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                 env=clean_env())
+    run = TapRun(process.returncode, process.stdout, process.stderr, [])
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""
+    assert f"{what} file '{path}': {problem}" in last_error(run)
+    assert len(log_lines(run, "ERROR")) == 1, run.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_config_file_is_one_line_naming_it():
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder, "config.json")
+        path.write_text("{}")
+        path.chmod(0)
+        run = run_tap_on(path)
+    assert_refused(run, f"config file '{path}': not readable")
+
+
+def run_tap_on(config_path: Path, *args: str) -> TapRun:
+    process = subprocess.run([*TAP, "--config", str(config_path), *args], capture_output=True,
+                             text=True, timeout=60, env=clean_env())
+    return TapRun(process.returncode, process.stdout, process.stderr, [])
+
+
+def test_a_good_state_file_is_still_read(emulator, config):
+    """The files are read by the tap now, not by the SDK's CLI: a real state still resumes."""
+    first = run_tap({"discue": config["discue"]}, streams=["discue_events"])
+    assert first.returncode == 0, first.stderr
+    again = run_tap({"discue": config["discue"]}, streams=["discue_events"],
+                    state=first.final_state)
+    assert again.returncode == 0, again.stderr
+    assert again.records("discue_events") == []
+    assert again.bookmark("discue_events") == first.bookmark("discue_events")
+
+
+
+# ----------------------------------------------------------------- sample_config.json
+
+SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "sample_config.json"
+
+
+def test_sample_config_as_shipped_discovers_and_fails_a_sync_only_for_want_of_credentials():
+    discovered = run_tap_on(SAMPLE_CONFIG, "--discover")
+    assert discovered.returncode == 0, discovered.stderr
+    assert json.loads(discovered.stdout)["streams"]
+    run = run_tap_on(SAMPLE_CONFIG)
+    assert_refused(run, "Nothing to sync", "configured APIs: none")
+    assert len(log_lines(run, "ERROR")) == 1, run.stderr
+
+
+def test_sample_config_with_one_api_filled_in_runs_that_api(emulator, config):
+    sample = json.loads(SAMPLE_CONFIG.read_text())
+    sample["discue"].update(config["discue"])
+    run = run_tap(sample)
+    assert run.returncode == 0, run.stderr
+    assert len(run.records("discue_events")) == emulator.stream_counts()["discue_events"]
