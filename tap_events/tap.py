@@ -97,10 +97,11 @@ class TapEvents(sdk_internals.TerminationHook):
         does not fit its setting, is one line and exit 1. With ENV, nested settings come from
         `TAP_EVENTS_<API>_<SETTING>` (Meltano's names), typed as the schema says."""
         try:
-            for path in value:
-                if path != "ENV":
-                    config.read_json_object(path, "config")
-            given = super().cb_config(ctx, param, value)
+            # Each file is read once: a parallel child's config is a pipe (`/dev/fd/N`).
+            files = [config.read_json_object(path, "config") for path in value if path != "ENV"]
+            given = super().cb_config(ctx, param, tuple(path for path in value if path == "ENV"))
+            for read in files:
+                given.config.update(read)
             if sdk_internals.take_env_parsing(given):
                 given.config.update(config.settings_from_env(
                     cls.config_jsonschema, os.environ, ENV_PREFIX))
