@@ -131,7 +131,7 @@ class EventStream(sdk_internals.FastRecordPath):
         return self.http.session
 
     @property
-    def authenticator(self) -> Auth:  # type: ignore[override]
+    def authenticator(self) -> Auth:
         """The API's authenticator, chosen by its `Source` and shared by its streams."""
         return self.run.auth(self.source)
 
@@ -156,7 +156,9 @@ class EventStream(sdk_internals.FastRecordPath):
 
     # ----------------------------------------------------------------- sync
 
-    def sync(self, context: Context | None = None) -> None:
+    # `Stream.sync` is @final in singer-sdk's annotations; this override wraps it (calls it
+    # through super()) and adds only what happens around a stream's sync.
+    def sync(self, context: Context | None = None) -> None:  # type: ignore[misc]
         """Skip an API without credentials; report a failure in one line and go on.
 
         The tap exits non-zero at the end when any stream failed (`TapEvents.sync_all`).
@@ -373,7 +375,8 @@ class EventStream(sdk_internals.FastRecordPath):
                 early = prefetch
                 if early:
                     paginator.advance(response)
-                    pending = None if paginator.finished else fetch(background=True)
+                    if not paginator.finished:
+                        pending = fetch(background=True)
                 started = time.perf_counter()
                 yield first
                 yield from records
@@ -441,7 +444,7 @@ class EventStream(sdk_internals.FastRecordPath):
     def key_types(self) -> dict[str, type]:
         """Each primary key and the Python type its schema declares (`str` unless integer)."""
         properties = self.schema.get("properties", {})
-        types = {}
+        types: dict[str, type] = {}
         for key in self.primary_keys or ():
             declared = properties.get(key, {}).get("type", "string")
             declared = declared if isinstance(declared, list) else [declared]

@@ -13,12 +13,23 @@ import typing as t
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from singer_sdk import typing as th
+
 from tap_events.redact import secret_text
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from tap_events.source import Source
+
+
+def number(*, minimum: float, maximum: float | None = None) -> th.NumberType:
+    """A number setting whose bounds may be fractions (`minimum=0.1` seconds).
+
+    singer-sdk 0.54 annotates numeric bounds as `int`, though it writes any number into the
+    schema; this is the one place that passes it a fraction.
+    """
+    return th.NumberType(minimum=minimum, maximum=maximum)  # type: ignore[arg-type]
 
 
 def is_safe_url(url: str) -> bool:

@@ -82,8 +82,11 @@ Timeout = tuple[float, float]
 class Caller(t.Protocol):
     """Who sends a request (a stream): how it is named, and how its API words errors."""
 
-    name: str
-    logger: logging.Logger
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def logger(self) -> logging.Logger: ...
 
     @property
     def error_prefix(self) -> str:
@@ -268,14 +271,6 @@ class HttpClient:
                     "and any proxy between)",
                     response,
                 ) from error
-
-    def body(self, response: requests.Response) -> t.Any:
-        """The decoded JSON body of a response `check` accepted (decoded now if it was not)."""
-        try:
-            return self._bodies[response]
-        except KeyError:
-            body = _BODIES[response] = decode(response.content)
-            return body
 
     def error_message(self, response: requests.Response, caller: Caller) -> str:
         """`Box stream 'box_events': HTTP 403 Forbidden: <the API's words> (<what to check>)`."""

@@ -263,7 +263,7 @@ class Copier:
             selector.register(child.process.stdout, selectors.EVENT_READ, child)  # type: ignore[arg-type]
         while selector.get_map() and not self.check():
             for key, _ in selector.select(self.STEP_SECONDS):
-                child: Child = key.data
+                child = key.data
                 data = os.read(key.fd, READ_BYTES)
                 if not data:
                     # A line cut off by a dying child is not valid JSON: it is dropped.

@@ -19,6 +19,20 @@ if t.TYPE_CHECKING:
 
     from tap_events.http import HttpClient
 
+class StreamClass(t.Protocol):
+    """A stream class of an API (a `client.EventStream` subclass), as the tap uses it: named
+    here because the stream base imports this module, not the other way round."""
+
+    @property
+    def name(self) -> str: ...
+
+    def for_settings(self, settings: t.Mapping[str, t.Any]) -> StreamClass:
+        """The class to build for these API settings (one class per feed of a stream)."""
+        ...
+
+    def __call__(self, tap: t.Any, *, source: Source, run: t.Any) -> t.Any: ...
+
+
 #: What authenticates a request (an SDK authenticator): called on each request before it is sent.
 Auth = t.Callable[["requests.PreparedRequest"], "requests.PreparedRequest"]
 #: Makes an API's authenticator from its settings and its HTTP client (for token requests).
@@ -42,7 +56,7 @@ class Source:
     #: API's streams (`RunContext.auth`).
     authenticator: AuthFactory
     #: The stream classes (`client.EventStream` subclasses) reading this API.
-    streams: tuple[type, ...] = field(default=())
+    streams: tuple[StreamClass, ...] = field(default=())
     #: Secret values computed from the settings (an HTTP Basic token is base64 of
     #: `key:secret`), so they are redacted like the secret settings themselves.
     derived_secrets: t.Callable[[t.Mapping[str, t.Any]], t.Iterable[str]] | None = None

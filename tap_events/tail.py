@@ -29,6 +29,7 @@ import typing as t
 
 from singer_sdk import typing as th
 
+from tap_events.config import number
 from tap_events.sdk_internals import restart_from_bookmark
 
 if t.TYPE_CHECKING:
@@ -57,15 +58,19 @@ class ListeningStream(t.Protocol):
 class Listener(t.Protocol):
     """What the tail asks of the tap (`tap.TapEvents`)."""
 
-    config: Mapping[str, t.Any]
     tail_run: TailRun | None
     message_writer: t.Any
-    logger: t.Any
+
+    @property
+    def config(self) -> Mapping[str, t.Any]: ...
+
+    @property
+    def logger(self) -> t.Any: ...
 
     @property
     def failures(self) -> dict[str, str]: ...
 
-    def listening_streams(self) -> list[ListeningStream]: ...
+    def listening_streams(self) -> t.Sequence[ListeningStream]: ...
 
 SETTINGS = (
     th.Property(
@@ -75,12 +80,12 @@ SETTINGS = (
         "Box user events long-poll, Alpaca streams stay connected, other streams poll.",
     ),
     th.Property(
-        "tail_poll_seconds", th.NumberType(minimum=0.1), default=30,
+        "tail_poll_seconds", number(minimum=0.1), default=30,
         description="Tail mode: how often streams without a push channel repeat their "
         "incremental request.",
     ),
     th.Property(
-        "tail_state_seconds", th.NumberType(minimum=0.1), default=10,
+        "tail_state_seconds", number(minimum=0.1), default=10,
         description="Tail mode: longest time between two STATE messages while listening.",
     ),
 )

@@ -60,7 +60,7 @@ class TapEvents(sdk_internals.TerminationHook):
         ),
         th.Property(
             "request_timeout_seconds",
-            th.NumberType(minimum=0.1, maximum=3600),
+            config.number(minimum=0.1, maximum=3600),
             default=60,
             description="How long to wait for an API to answer a request, or to send the next "
             "bytes of an answer, before the request is retried (connecting has 10 s). Alpaca's "
@@ -120,9 +120,11 @@ class TapEvents(sdk_internals.TerminationHook):
                 option.type = click.STRING
         return command
 
+    # The SDK's `invoke` takes open files; here click hands over paths (see
+    # `get_singer_command`), opened below, hence the different signature.
     @classmethod
-    def invoke(cls, *, state: str | None = None, catalog: str | None = None,
-               **kwargs: t.Any) -> None:
+    def invoke(cls, *, state: str | None = None,  # type: ignore[override]
+               catalog: str | None = None, **kwargs: t.Any) -> None:
         try:
             files = {what: None if path is None
                      else io.StringIO(json.dumps(config.read_json_object(path, what)))
@@ -130,7 +132,7 @@ class TapEvents(sdk_internals.TerminationHook):
         except config.InputFileError as error:
             cls.logger.error("%s", error)
             sys.exit(1)
-        super().invoke(**kwargs, **files)
+        super().invoke(**kwargs, state=files["state"], catalog=files["catalog"])
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         #: What this run's streams share; filled in once the config is known.
@@ -193,7 +195,9 @@ class TapEvents(sdk_internals.TerminationHook):
     def record_failure(self, stream_name: str, message: str) -> None:
         self.run.record_failure(stream_name, message)
 
-    def sync_all(self) -> None:
+    # `Tap.sync_all` is @final in singer-sdk's annotations; this override calls it (or runs
+    # one process per API) and ends the run non-zero when a stream failed.
+    def sync_all(self) -> None:  # type: ignore[misc]
         """Sync every selected stream; a failed stream does not stop the others.
 
         The run still ends non-zero when any stream failed, so a scheduler alerts, and the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import typing as t
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PATTERN = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
@@ -25,7 +26,7 @@ def encode(milliseconds: int, randomness: int) -> str:
     return "".join(ALPHABET[(number >> shift) & 31] for shift in range(125, -1, -5))
 
 
-def is_ulid(value: object) -> bool:
+def is_ulid(value: object) -> t.TypeGuard[str]:
     return isinstance(value, str) and bool(_PATTERN.fullmatch(value.upper()))
 
 

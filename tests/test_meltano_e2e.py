@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -220,7 +221,12 @@ def test_two_jobs_split_by_select_filter_run_at_once_into_one_postgres(
             for job, process in processes.items():
                 returncode = process.wait(timeout=600)
                 log = (tmp_path / f"{job}.log").read_text()
-                assert returncode == 0, f"job {job} exited {returncode}:\n{log[-3000:]}"
+                errors = [line for line in log.splitlines()
+                          if re.search(r"error|exception|fatal|refused", line, re.I)][:20]
+                assert returncode == 0, (
+                    f"job {job} exited {returncode}; PostgreSQL "
+                    f"{'up' if postgres_answers(warehouse) else 'DOWN'}; errors:\n"
+                    + "\n".join(errors) + f"\n...\n{log[-1500:]}")
 
         def assert_tables_exact():
             assert row_counts(warehouse, SPLIT_SCHEMA, streams) == emulator.stream_counts()
@@ -252,3 +258,12 @@ def test_two_jobs_split_by_select_filter_run_at_once_into_one_postgres(
             assert f"No state found for {state_ids[job]}" not in log, job
     finally:
         emulator.stop()
+
+
+def postgres_answers(url: str) -> bool:
+    try:
+        with connect(url) as conn:
+            conn.execute("SELECT 1")
+    except Exception:
+        return False
+    return True

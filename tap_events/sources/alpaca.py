@@ -42,6 +42,7 @@ from singer_sdk import typing as th
 from singer_sdk.authenticators import BasicAuthenticator
 
 from tap_events import ulid
+from tap_events.config import number
 from tap_events.errors import TapEventsError
 from tap_events.redact import basic_credentials
 from tap_events.source import Source
@@ -72,7 +73,7 @@ SETTINGS = (
     th.Property("lookback_minutes", th.IntegerType(minimum=0), default=5,
                 description="Each read starts this long before the newest event already "
                 "emitted, to catch events delivered out of id order; repeats are dropped."),
-    th.Property("idle_timeout_seconds", th.NumberType(minimum=0.1), default=90,
+    th.Property("idle_timeout_seconds", number(minimum=0.1), default=90,
                 description="A stream silent (no event, no heartbeat) this long is "
                 "reconnected from the newest event emitted."),
 )

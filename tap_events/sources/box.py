@@ -186,8 +186,9 @@ class BoxClientCredentials(ClientCredentials):
 # ------------------------------------------------------------------------------ streams
 
 
-class BoxPositionPaginator(BaseAPIPaginator[str]):
-    """Follows `next_stream_position`; the SDK stops on the first empty page."""
+class BoxPositionPaginator(BaseAPIPaginator[str | None]):
+    """Follows `next_stream_position` (none before the first page); the SDK stops on the
+    first empty page."""
 
     def get_next(self, response: requests.Response) -> str | None:
         position = page_body(response).get("next_stream_position")
@@ -234,8 +235,10 @@ class BoxStream(CursorStream):
     def get_new_paginator(self) -> BoxPositionPaginator:
         return BoxPositionPaginator(start_value=None)
 
-    #: The Box feed (`stream_type`) this stream reads.
-    stream_type: str
+    @property
+    def stream_type(self) -> str:
+        """The Box feed (`stream_type`) this stream reads."""
+        raise NotImplementedError
 
     #: The feed's latest `next_stream_position`, from the last page read (tail mode).
     feed_position: str | None = None
@@ -292,7 +295,8 @@ class BoxStream(CursorStream):
             # Caught up: every event recorded before this request was sent has been read.
             self.note_read_through(datetime.datetime.now(datetime.UTC) - response.elapsed)
             return
-        sent = parse_qs(urlsplit(response.request.url).query).get(  # type: ignore[arg-type]
+        # The position this page was asked for (a sent request always has its URL).
+        sent = parse_qs(urlsplit(response.request.url or "").query).get(
             "stream_position", [OLDEST]
         )[0]
         last = len(entries) - 1

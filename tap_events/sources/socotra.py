@@ -290,7 +290,8 @@ class SocotraScheduledPolicyEventsStream(SocotraStream):
             for policy in self.policies
         ]
 
-    def sync(self, context: Context | None = None) -> None:
+    # @final in singer-sdk's annotations: wraps `EventStream.sync` (see there).
+    def sync(self, context: Context | None = None) -> None:  # type: ignore[misc]
         if self.source.is_configured(self.config) and not self.policies:
             self.logger.info("Skipping stream '%s': socotra.policy_locators is empty.",
                              self.name)
