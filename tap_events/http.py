@@ -214,7 +214,7 @@ class HttpClient:
         """`send` arguments from the environment: proxies (`HTTPS_PROXY`, `NO_PROXY`) and CA
         bundle (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, else `SSL_CERT_FILE`), as
         `requests.get` would use them."""
-        settings = self.session.merge_environment_settings(url, {}, stream, None, None)
+        settings = dict(self.session.merge_environment_settings(url, {}, stream, None, None))
         if settings.get("verify") is True and os.environ.get("SSL_CERT_FILE"):
             settings["verify"] = os.environ["SSL_CERT_FILE"]
         return settings

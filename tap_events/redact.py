@@ -89,7 +89,7 @@ def redact(text: str, secrets: t.Iterable[t.Any]) -> str:
     """`text` with every secret value, in every form, replaced by ***, longest first."""
     if not isinstance(text, str):
         text = str(text)
-    every = set()
+    every: set[str] = set()
     for secret in secrets:
         for value in secret_text(secret):
             every.update(forms(value))
