@@ -54,7 +54,7 @@ def secret_values(config: Mapping[str, t.Any], sources: Iterable[Source]) -> lis
         if source.derived_secrets:
             used = source.settings(config)
             values += source.derived_secrets(used)
-            if used != settings:
+            if any(used.get(key) != settings.get(key) for key in source.secret_settings):
                 values += source.derived_secrets(settings)
     return values
 
@@ -69,8 +69,8 @@ def padded_secrets(config: Mapping[str, t.Any], sources: Iterable[Source]) -> li
 
 
 def settings_errors(config: Mapping[str, t.Any], sources: Iterable[Source]) -> list[str]:
-    """What the JSON schema cannot say: date formats, whole credential sets, and secrets
-    only over TLS."""
+    """What the JSON schema cannot say: date formats, whole credential sets, secrets only
+    over TLS, and each API's own checks (`Source.settings_errors`)."""
     errors = []
     start_date = config.get("start_date")
     if start_date:
@@ -87,6 +87,8 @@ def settings_errors(config: Mapping[str, t.Any], sources: Iterable[Source]) -> l
         errors += credential_errors(config, source)
         if not source.is_configured(config):
             continue
+        if source.settings_errors:
+            errors += source.settings_errors(source.settings(config))
         for key, value in source.settings(config).items():
             if key.endswith("_url") and isinstance(value, str) and not is_safe_url(value):
                 errors.append(

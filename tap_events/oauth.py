@@ -47,7 +47,8 @@ class ClientCredentials(OAuthAuthenticator):
         super().__init__(auth_endpoint=token_url, client_id=client_id,
                          client_secret=client_secret,
                          default_expiration=self.DEFAULT_EXPIRATION_SECONDS)
-        #: Set when a 401 made the token be minted again (one retry per stream and run).
+        #: The streams whose last answer was a 401 that made the token be minted again: one
+        #: new token and one retry per 401 (`EventStream.retry_after_refresh`).
         self.refreshed_for: set[str] = set()
 
     @property

@@ -33,6 +33,10 @@ AUTHORIZATION_VALUE = re.compile(
 #: (bidi overrides that reorder a terminal line), line/paragraph separators, surrogates.
 UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
+#: A JWT (base64url `{"` opens its header and its claims): a signed assertion the tap sent,
+#: whole or cut short where a server quoted the request only in part.
+JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?")
+
 
 def secret_text(value: t.Any) -> list[str]:
     """A secret setting's value as the texts to mask: a value of the wrong JSON type (a
@@ -96,6 +100,7 @@ def redact(text: str, secrets: t.Iterable[t.Any]) -> str:
     for form in sorted(every, key=len, reverse=True):
         if form in text:
             text = text.replace(form, MASK)
+    text = JWT.sub(MASK, text)
     return AUTHORIZATION_VALUE.sub(rf"\1\2{MASK}", text)
 
 

@@ -60,6 +60,9 @@ class Source:
     #: Secret values computed from the settings (an HTTP Basic token is base64 of
     #: `key:secret`), so they are redacted like the secret settings themselves.
     derived_secrets: t.Callable[[t.Mapping[str, t.Any]], t.Iterable[str]] | None = None
+    #: What is wrong with this API's settings (defaults filled in) beyond what the JSON
+    #: schema can say, one line each: checked before any request.
+    settings_errors: t.Callable[[t.Mapping[str, t.Any]], list[str]] | None = None
 
     @property
     def config_property(self) -> th.Property:
