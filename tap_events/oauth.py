@@ -37,8 +37,9 @@ class ClientCredentials(OAuthAuthenticator):
     DEFAULT_EXPIRATION_SECONDS = 3600
     #: Refresh this long before expiry so a token never dies between check and use.
     EARLY_REFRESH_SECONDS = 60
-    #: Shortest token life accepted: a shorter one would be minted again for every request.
-    MIN_EXPIRATION_SECONDS = 2 * EARLY_REFRESH_SECONDS
+    #: Shortest token life accepted: 0 or less means the token is dead on arrival (a short
+    #: one is minted again before each use, `is_token_valid`).
+    MIN_EXPIRATION_SECONDS = 1
 
     def __init__(self, *, token_url: str, client_id: str, client_secret: str,
                  http: HttpClient) -> None:
@@ -113,10 +114,8 @@ class ClientCredentials(OAuthAuthenticator):
             raise self.token_error(f"expires_in is a {json_type(expires_in)}, not a number"
                                    ) from None
         if not expires_in >= self.MIN_EXPIRATION_SECONDS:  # also refuses NaN
-            raise self.token_error(
-                f"expires_in {expires_in:g} s: a token must live at least "
-                f"{self.MIN_EXPIRATION_SECONDS} s (it is refreshed "
-                f"{self.EARLY_REFRESH_SECONDS} s before it expires)")
+            raise self.token_error(f"expires_in {expires_in:g} s: a token must live at least "
+                                   f"{self.MIN_EXPIRATION_SECONDS} s")
         return {**body, "access_token": token, "expires_in": int(expires_in)}
 
     def token_error(self, what: str) -> TapEventsError:
