@@ -98,12 +98,13 @@ class RunningTap:
     each line stamped with the time it arrived."""
 
     def __init__(self, config: dict, *, state: dict | None = None,
-                 streams: t.Iterable[str] | None = None) -> None:
+                 streams: t.Iterable[str] | None = None, env: dict | None = None) -> None:
         self.folder = tempfile.TemporaryDirectory()
         command = tap_command(Path(self.folder.name), config, state=state, streams=streams)
         self.stderr_file = (Path(self.folder.name) / "stderr.log").open("w+")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                        stderr=self.stderr_file, text=True, env=clean_env())
+                                        stderr=self.stderr_file, text=True,
+                                        env={**clean_env(), **(env or {})})
         #: (time.monotonic() when read, line) for every stdout line so far.
         self.lines: list[tuple[float, str]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
