@@ -37,7 +37,7 @@ HUB_DATA = ROOT / "meltano-hub" / "_data" / "meltano" / "extractors"
 #: Capabilities the SDK puts in `--about` that this tap does not honour, and why.
 UNSUPPORTED_CAPABILITIES: dict[str, str] = {}
 #: Words in a label that are written in capitals.
-ACRONYMS = {"api": "API", "apis": "APIs", "id": "ID", "url": "URL", "uri": "URI"}
+ACRONYMS = {"api": "API", "apis": "APIs", "id": "ID", "url": "URL", "uri": "URI", "jwt": "JWT"}
 
 
 def project() -> dict[str, t.Any]:

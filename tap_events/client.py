@@ -470,6 +470,8 @@ class EventStream(sdk_internals.FastRecordPath):
 
     def validate_response(self, response: requests.Response) -> None:
         """Classify a response and decode its JSON body once (`HttpClient.check`)."""
+        if response.status_code != HTTPStatus.UNAUTHORIZED:
+            self.authenticated()
         self.http.check(response, self, setting=self.setting_name(self.url_setting),
                         expects_json=self.expects_json)
 
@@ -477,13 +479,20 @@ class EventStream(sdk_internals.FastRecordPath):
 
     def retry_after_refresh(self, response: requests.Response) -> bool:
         """Whether a 401 deserves a retry: with minted tokens, mint one new token, once per
-        stream and run."""
+        401 (a second 401 in a row means the new token is refused too)."""
         auth = self.authenticator
         if isinstance(auth, ClientCredentials) and self.name not in auth.refreshed_for:
             auth.refreshed_for.add(self.name)
             auth.invalidate()
             return True
         return False
+
+    def authenticated(self) -> None:
+        """A request got past authentication: a later 401 (a token revoked or expired
+        early, an hour on) gets its own new token and retry."""
+        auth = self.authenticator
+        if isinstance(auth, ClientCredentials):
+            auth.refreshed_for.discard(self.name)
 
     def api_error_text(self, response: requests.Response) -> str:
         """The API's own words for an error response (none when they only repeat the HTTP
@@ -600,6 +609,14 @@ class CursorStream(EventStream):
 
     is_sorted = True
     check_sorted = False
+
+    def bookmark_cursor(self, value: t.Any, context: Context | None) -> None:
+        """Make `value` the bookmark though no record carries it (an API that answers "start
+        from here" with a cursor and no events), the way the SDK sets it from a record."""
+        key = self.replication_key
+        assert key is not None, "a CursorStream declares its cursor as its replication key"
+        self.state_manager.increment_state({key: value}, context=context, replication_key=key)
+        self.state_manager.is_flushed = False
 
 
 class PageCycleGuard:

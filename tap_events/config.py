@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
+from tap_events.redact import secret_text
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -40,25 +42,35 @@ def is_safe_url(url: str) -> bool:
 
 def secret_values(config: Mapping[str, t.Any], sources: Iterable[Source]) -> list[str]:
     """Every secret in the config, as text: settings marked secret (whatever their type, as
-    a wrongly typed one is still a secret), and what each API derives from them."""
+    a wrongly typed one is still a secret; as given and as used, surrounding whitespace
+    stripped), and what each API derives from them."""
     values: list[str] = []
     for source in sources:
         settings = config.get(source.name)
         if not isinstance(settings, dict):
             continue
         for key in source.secret_settings:
-            value = settings.get(key)
-            if value:
-                values.append(str(value))
-                values += [str(item) for item in value] if isinstance(value, list) else []
+            values += secret_text(settings.get(key))
         if source.derived_secrets:
-            values += source.derived_secrets(settings)
+            used = source.settings(config)
+            values += source.derived_secrets(used)
+            if any(used.get(key) != settings.get(key) for key in source.secret_settings):
+                values += source.derived_secrets(settings)
     return values
 
 
+def padded_secrets(config: Mapping[str, t.Any], sources: Iterable[Source]) -> list[str]:
+    """`box.client_secret`: the secret settings given with surrounding whitespace (a secret
+    file mounted into a variable keeps its newline), which the tap strips."""
+    return [f"{source.name}.{key}" for source in sources
+            if isinstance(settings := config.get(source.name), dict)
+            for key in source.secret_settings
+            if isinstance(value := settings.get(key), str) and value != value.strip()]
+
+
 def settings_errors(config: Mapping[str, t.Any], sources: Iterable[Source]) -> list[str]:
-    """What the JSON schema cannot say: date formats, whole credential sets, and secrets
-    only over TLS."""
+    """What the JSON schema cannot say: date formats, whole credential sets, secrets only
+    over TLS, and each API's own checks (`Source.settings_errors`)."""
     errors = []
     start_date = config.get("start_date")
     if start_date:
@@ -75,6 +87,8 @@ def settings_errors(config: Mapping[str, t.Any], sources: Iterable[Source]) -> l
         errors += credential_errors(config, source)
         if not source.is_configured(config):
             continue
+        if source.settings_errors:
+            errors += source.settings_errors(source.settings(config))
         for key, value in source.settings(config).items():
             if key.endswith("_url") and isinstance(value, str) and not is_safe_url(value):
                 errors.append(

@@ -8,6 +8,7 @@ is plain data: the tap hands each stream it builds its source (`EventStream(sour
 
 from __future__ import annotations
 
+import functools
 import typing as t
 from dataclasses import dataclass, field
 
@@ -59,6 +60,9 @@ class Source:
     #: Secret values computed from the settings (an HTTP Basic token is base64 of
     #: `key:secret`), so they are redacted like the secret settings themselves.
     derived_secrets: t.Callable[[t.Mapping[str, t.Any]], t.Iterable[str]] | None = None
+    #: What is wrong with this API's settings (defaults filled in) beyond what the JSON
+    #: schema can say, one line each: checked before any request.
+    settings_errors: t.Callable[[t.Mapping[str, t.Any]], list[str]] | None = None
 
     @property
     def config_property(self) -> th.Property:
@@ -78,7 +82,7 @@ class Source:
             if "default" in prop
         }
 
-    @property
+    @functools.cached_property
     def secret_settings(self) -> tuple[str, ...]:
         schema = th.ObjectType(*self.properties).to_dict()
         return tuple(
@@ -88,7 +92,13 @@ class Source:
     def settings(self, config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         """This API's settings from the tap config, defaults filled in."""
         given = config.get(self.name) or {}
-        return {**self.defaults, **{k: v for k, v in given.items() if v is not None}}
+        settings = {**self.defaults, **{k: v for k, v in given.items() if v is not None}}
+        for key in self.secret_settings:
+            # A secret file mounted into a variable keeps its newline, which no API expects
+            # (and `requests` refuses in a header, quoting the whole value).
+            if isinstance(settings.get(key), str):
+                settings[key] = settings[key].strip()
+        return settings
 
     def is_configured(self, config: t.Mapping[str, t.Any]) -> bool:
         given = config.get(self.name) or {}

@@ -100,10 +100,11 @@ class TapEvents(sdk_internals.TerminationHook):
         does not fit its setting, is one line and exit 1. With ENV, nested settings come from
         `TAP_EVENTS_<API>_<SETTING>` (Meltano's names), typed as the schema says."""
         try:
-            for path in value:
-                if path != "ENV":
-                    config.read_json_object(path, "config")
-            given = super().cb_config(ctx, param, value)
+            # Each file is read once: a parallel child's config is a pipe (`/dev/fd/N`).
+            files = [config.read_json_object(path, "config") for path in value if path != "ENV"]
+            given = super().cb_config(ctx, param, tuple(path for path in value if path == "ENV"))
+            for read in files:
+                given.config.update(read)
             if sdk_internals.take_env_parsing(given):
                 given.config.update(config.settings_from_env(
                     cls.config_jsonschema, os.environ, ENV_PREFIX))
@@ -139,6 +140,8 @@ class TapEvents(sdk_internals.TerminationHook):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         #: What this run's streams share; filled in once the config is known.
         self.run = RunContext()
+        if parallel.is_child():
+            parallel.watch_parent()
         #: Set once a signal asked the run to end.
         self.ending = False
         #: The tail phase while it runs (tap_events/tail.py).
@@ -159,6 +162,8 @@ class TapEvents(sdk_internals.TerminationHook):
         redacting = RedactingFilter(self.run.secrets)
         for handler in logging.getLogger().handlers:
             handler.addFilter(redacting)
+        for setting in config.padded_secrets(self.config, SOURCES):
+            self.logger.debug("%s: surrounding whitespace removed from the value", setting)
         if kwargs.get("validate_config", True):
             errors = config.settings_errors(self.config, SOURCES)
             if errors:

@@ -261,3 +261,45 @@ def test_position_time_is_the_last_page_read_not_the_run_end(emulator, config):
     index = int(middle["replication_key_value"]) - USER_BASE
     # The page ending at that position ends with event index-1, recorded a second after it.
     assert newest == api.time_of(index - 1) + datetime.timedelta(seconds=1)
+
+
+def test_initial_position_now_stores_the_current_position_then_reads_only_new_events(
+        emulator, config):
+    """`box.initial_position: now`: the first run asks `stream_position=now` of both feeds
+    that take a position, emits nothing and bookmarks the position Box answered; the next
+    run emits exactly the events added in between."""
+    cfg = box_only(config, initial_position="now", enterprise_stream_type="admin_logs_streaming")
+    api = emulator.app.apis["box"]
+
+    first = run_tap(cfg)
+
+    assert first.returncode == 0, first.stderr
+    assert first.records() == []
+    sent = [r["query"]["stream_position"] for r in emulator.requests("box")
+            if r["path"] == "/2.0/events"]
+    assert sent == [["now"], ["now"]]
+    assert first.bookmark("box_events")["replication_key_value"] == str(USER_BASE + 1200)
+    assert first.bookmark("box_enterprise_events")["replication_key_value"] == str(
+        ENTERPRISE_BASE + 1200)
+    assert "position_time" in first.bookmark("box_events")
+
+    emulator.add_events("box", 7)
+    second = run_tap(cfg, state=first.final_state)
+
+    assert second.returncode == 0, second.stderr
+    assert second.ids("box_events") == [api.user_event(i)["event_id"] for i in range(1200, 1207)]
+    assert second.ids("box_enterprise_events") == [
+        api.enterprise_event(i)["event_id"] for i in range(1200, 1207)]
+    assert second.bookmark("box_events")["replication_key_value"] == str(USER_BASE + 1207)
+
+
+def test_initial_position_does_not_apply_to_admin_logs_or_a_bookmark(emulator, config):
+    """`admin_logs` is a time window from start_date; a stream with a bookmark resumes."""
+    cfg = box_only(config, initial_position="now")
+    state = position_state("box_events", str(USER_BASE + 1000), days_ago=1)
+
+    run = run_tap(cfg, state=state)
+
+    assert run.returncode == 0, run.stderr
+    assert len(run.ids("box_enterprise_events")) == 1200
+    assert len(run.ids("box_events")) == 200 + 1  # the feed repeats the event at the position

@@ -9,7 +9,16 @@
   some pages come back short although more events exist;
 - an empty page ends the feed: user feeds echo the position, `admin_logs` answers position `0`;
 - `admin_logs` honours `created_after`/`created_before`, both enterprise feeds `event_type`;
-- `POST /oauth2/token` (Client Credentials Grant) and 401 for a wrong or expired token;
+- `POST /oauth2/token`: the Client Credentials Grant, and the JWT bearer grant, whose assertion
+  is verified as Box does (RS256/384/512 signature by the public key its `kid` names, `iss` =
+  the client id, `sub` + `box_sub_type`, `aud` = the token URL, `exp` in the future and at most
+  60 s ahead, a `jti` of 16-128 characters never used before), refusals in OAuth form
+  `{"error", "error_description"}`; `new_jwt_app()` plays the Developer Console and hands out
+  a `config.json` with a fresh key pair;
+- 401 for a wrong or expired token; `token_uses` makes each minted token expire after that many
+  requests (a token that dies mid-run);
+- a position answered to `stream_position=now` follows no page, so resuming from it repeats
+  nothing: the next events are all new;
 - long polling for the user feeds: `OPTIONS /2.0/events` names a realtime server (`ttl` and
   `max_retries` as strings on even channels, numbers on odd ones, as spec and guide differ);
   `GET /realtime/subscribe?channel=…&stream_position=…` answers `new_change` at once when
@@ -28,6 +37,9 @@ import typing as t
 import uuid
 from collections import OrderedDict
 
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.routing import Map, Rule
 
 from tap_events_emulator.base import EmulatedAPI, json_response, parse_time
@@ -40,6 +52,12 @@ ENTERPRISE_BASE = 7 * 10**18
 CLIENT_ID = "emulator-client-id"
 CLIENT_SECRET = "emulator-client-secret"
 DEVELOPER_TOKEN = "emulator-box-token"
+#: The enterprise the emulated apps belong to (the `sub` of an enterprise assertion).
+ENTERPRISE_ID = "12345"
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: Box refuses an assertion whose `exp` lies further ahead than this.
+JWT_MAX_LIFETIME_SECONDS = 60
+JWT_ALGORITHMS = ["RS256", "RS384", "RS512"]
 
 USER_EVENT_TYPES = ["ITEM_UPLOAD", "ITEM_DOWNLOAD", "ITEM_PREVIEW", "ITEM_MOVE", "ITEM_RENAME",
                     "ITEM_TRASH", "COMMENT_CREATE", "COLLAB_ADD_COLLABORATOR", "ITEM_SHARED",
@@ -72,8 +90,12 @@ class BoxAPI(EmulatedAPI):
 
     #: Realtime channels remembered (with their poll counts); older ones are forgotten.
     CHANNELS_KEPT = 1000
+    #: `jti` values remembered to refuse a replayed assertion (they expire within 60 s).
+    JTIS_KEPT = 100_000
 
     def __init__(self, *, events: int, seed: int, token_ttl: int = 3600,
+                 token_uses: int | None = None, jwt_audience: str | None = None,
+                 clock_offset_seconds: float = 0.0,
                  realtime_timeout: float = 600.0, retry_timeout: int = 610,
                  max_retries: int = 10, **kwargs: t.Any) -> None:
         super().__init__(events=events, seed=seed, **kwargs)
@@ -81,6 +103,20 @@ class BoxAPI(EmulatedAPI):
         self.enterprise_count = events
         self.token_ttl = token_ttl
         self.tokens: dict[str, float] = {}
+        #: Requests each minted token still answers (with `token_uses`).
+        self.token_uses = token_uses
+        self.uses_left: dict[str, int] = {}
+        #: Public keys by id, as the Developer Console registers them (`new_jwt_app`).
+        self.jwt_keys: dict[str, t.Any] = {}
+        #: The `aud` an assertion must carry; by default the URL the token request came to.
+        self.jwt_audience = jwt_audience
+        #: How far the emulator's clock runs ahead of the machine's (a skewed client).
+        self.clock_offset = clock_offset_seconds
+        self.used_jtis: OrderedDict[str, None] = OrderedDict()
+        #: Every assertion received, verified or not (tests grep the tap's output for them).
+        self.assertions: list[str] = []
+        #: Positions answered to `stream_position=now`, per feed base.
+        self.now_positions: set[int] = set()
         #: Seconds a long poll waits for an event before answering `reconnect`.
         self.realtime_timeout = realtime_timeout
         #: Advertised by OPTIONS: the client's read timeout and polls per channel.
@@ -195,25 +231,112 @@ class BoxAPI(EmulatedAPI):
         token = header.removeprefix("Bearer ").strip()
         if token == DEVELOPER_TOKEN:
             return True
-        expires = self.tokens.get(token)
-        return expires is not None and expires > time.time()
+        with self.lock:
+            expires = self.tokens.get(token)
+            if expires is None or expires <= time.time():
+                return False
+            if token in self.uses_left:
+                self.uses_left[token] -= 1
+                if self.uses_left[token] < 0:
+                    return False
+        return True
 
     def token(self, request: Request) -> Response:
         form = request.form
-        if form.get("grant_type") != "client_credentials":
-            return json_response({"error": "unsupported_grant_type",
-                                  "error_description": "Grant type is not supported"}, 400)
+        grant = form.get("grant_type")
+        if grant not in ("client_credentials", JWT_GRANT):
+            return oauth_error("unsupported_grant_type", "Grant type is not supported")
         if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
-            return json_response({"error": "invalid_client",
-                                  "error_description": "The client credentials are invalid"},
-                                 400)
-        if form.get("box_subject_type") not in ("enterprise", "user"):
-            return json_response({"error": "invalid_request",
-                                  "error_description": "Invalid box_subject_type"}, 400)
+            return oauth_error("invalid_client", "The client credentials are invalid")
+        if grant == JWT_GRANT:
+            refusal = self.refuse_assertion(form.get("assertion", ""), request)
+            if refusal:
+                return oauth_error("invalid_grant", refusal)
+        elif form.get("box_subject_type") not in ("enterprise", "user"):
+            return oauth_error("invalid_request", "Invalid box_subject_type")
         token = "minted-" + secrets.token_hex(12)
-        self.tokens[token] = time.time() + self.token_ttl
+        with self.lock:
+            self.tokens[token] = time.time() + self.token_ttl
+            if self.token_uses is not None:
+                self.uses_left[token] = self.token_uses
         return json_response({"access_token": token, "expires_in": self.token_ttl,
                               "token_type": "bearer", "restricted_to": []})
+
+    # ----------------------------------------------------------------- JWT
+
+    def new_jwt_app(self, passphrase: str, *, enterprise_id: str = ENTERPRISE_ID,
+                    key_size: int = 2048) -> dict[str, t.Any]:
+        """What the Developer Console's "Generate a Public/Private Keypair" downloads: a
+        `config.json` whose private key is encrypted with `passphrase`; the public key is
+        registered here under a new id."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+        key_id = secrets.token_hex(4)
+        with self.lock:
+            self.jwt_keys[key_id] = key.public_key()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase.encode()),
+        ).decode()
+        return {
+            "boxAppSettings": {
+                "clientID": CLIENT_ID,
+                "clientSecret": CLIENT_SECRET,
+                "appAuth": {"publicKeyID": key_id, "privateKey": pem,
+                            "passphrase": passphrase},
+            },
+            "enterpriseID": enterprise_id,
+        }
+
+    def refuse_assertion(self, assertion: str, request: Request) -> str | None:
+        """Why Box would refuse this assertion (its own words), or None to accept it."""
+        self.assertions.append(assertion)
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.InvalidTokenError:
+            return "Invalid JWT: the assertion is not a signed JWT"
+        key = self.jwt_keys.get(str(header.get("kid")))
+        if key is None:
+            return "Please check the 'kid' header: no public key with this ID is registered"
+        audience = self.jwt_audience or request.base_url
+        try:
+            claims = jwt.decode(
+                assertion, key, algorithms=JWT_ALGORITHMS, audience=audience,
+                options={"verify_exp": False,  # checked below against the emulator's clock
+                         "require": ["iss", "sub", "aud", "exp", "jti"]},
+            )
+        except jwt.InvalidSignatureError:
+            return ('Signature verification error. The public key identified by "kid" must '
+                    "correspond to the private key used for signing.")
+        except jwt.MissingRequiredClaimError as error:
+            return f"Please check the '{error.claim}' claim: it is missing."
+        except jwt.InvalidAudienceError:
+            return "Please check the 'aud' claim. Should match the token URL."
+        except jwt.InvalidTokenError as error:
+            return f"Invalid JWT: {error}"
+        now = time.time() + self.clock_offset
+        exp = claims["exp"]
+        if not isinstance(exp, int | float) or exp <= now:
+            return ("Current date/time MUST be before the expiration date/time listed in the "
+                    "'exp' claim")
+        if exp > now + JWT_MAX_LIFETIME_SECONDS:
+            return "Please check the 'exp' claim: it lies more than 60 seconds ahead."
+        if claims["iss"] != CLIENT_ID:
+            return "Please check the 'iss' claim: it must be the client ID."
+        subject_type, subject = claims.get("box_sub_type"), str(claims["sub"])
+        if subject_type not in ("enterprise", "user"):
+            return "Please check the 'box_sub_type' claim."
+        if (subject_type == "enterprise" and subject != ENTERPRISE_ID) or not subject.isdigit():
+            return "Please check the 'sub' claim."
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not 16 <= len(jti) <= 128:
+            return "Please check the 'jti' claim: 16 to 128 characters."
+        with self.lock:
+            if jti in self.used_jtis:
+                return "A unique 'jti' value is required."
+            self.used_jtis[jti] = None
+            while len(self.used_jtis) > self.JTIS_KEPT:
+                self.used_jtis.popitem(last=False)
+        return None
 
     def events(self, request: Request) -> Response:
         if not self.authorized(request):
@@ -286,6 +409,8 @@ class BoxAPI(EmulatedAPI):
         if raw in (None, "", "0"):
             return 0
         if raw == "now":
+            with self.lock:
+                self.now_positions.add(base + count)
             return count
         try:
             index = int(raw) - base
@@ -305,7 +430,8 @@ class BoxAPI(EmulatedAPI):
             return json_response({"chunk_size": 0, "entries": [],
                                   "next_stream_position": str(position) if as_string
                                   else position})
-        start = index - 1 if index > 0 and limit > 1 else index
+        repeat = index > 0 and limit > 1 and base + index not in self.now_positions
+        start = index - 1 if repeat else index
         size = limit // 2 + 1 if (start // max(limit, 1)) % self.SHORT_PAGE_EVERY == 3 else limit
         entries: list[dict] = []
         end = start
@@ -350,3 +476,8 @@ class BoxAPI(EmulatedAPI):
             return json_response({"chunk_size": 0, "entries": [], "next_stream_position": 0})
         return json_response({"chunk_size": len(entries), "entries": entries,
                               "next_stream_position": ENTERPRISE_BASE + index})
+
+
+def oauth_error(error: str, description: str) -> Response:
+    """How Box's token endpoint refuses: OAuth's `{"error", "error_description"}`, HTTP 400."""
+    return json_response({"error": error, "error_description": description}, 400)

@@ -8,6 +8,10 @@ Facts this module relies on (../shared/apis/box.md):
 - every feed but `admin_logs` repeats events: they are dropped by `event_id` within a run and
   upserted on `event_id` by the target across runs;
 - `admin_logs` honours `created_after`/`created_before`, which must stay the same on every page;
+- a feed that takes a position can start from the oldest retained event (`0`) or from `now`
+  (an empty page and the current position, which becomes the bookmark);
+- auth: a developer token, the Client Credentials Grant, or JWT with the app's config.json
+  (tap_events/box_jwt.py), one at a time;
 - tail mode (tap_events/tail.py): the user feed long-polls (`OPTIONS /events` names a realtime
   server, whose `new_change` means "read from the bookmark now"); the enterprise feeds cannot
   and poll like any other stream.
@@ -16,6 +20,7 @@ Facts this module relies on (../shared/apis/box.md):
 from __future__ import annotations
 
 import datetime
+import functools
 import typing as t
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +29,7 @@ from singer_sdk import typing as th
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.pagination import BaseAPIPaginator
 
+from tap_events import box_jwt
 from tap_events.box_longpoll import LongPollStream
 from tap_events.client import CursorStream
 from tap_events.http import page_body
@@ -39,8 +45,10 @@ if t.TYPE_CHECKING:
 
     from tap_events.http import HttpClient
 
-#: The position a feed starts from when there is no bookmark: the oldest retained event.
+#: The position a feed starts from when there is no bookmark: the oldest retained event...
 OLDEST = "0"
+#: ... or, with `box.initial_position` `now`, the current end of the feed.
+NOW = "now"
 #: The tap-added field carrying the page cursor (see `BoxPositionStream.parse_page`).
 POSITION_FIELD = "stream_position"
 #: Beside a position bookmark in the state: the time up to which the feed had been read at
@@ -53,23 +61,44 @@ RETENTION_DAYS = {"all": 21, "changes": 21, "sync": 31, "admin_logs": 365,
 
 # ------------------------------------------------------------------------------ settings
 
+JWT_CONFIG = "jwt_config"
+JWT_CONFIG_FILE = "jwt_config_file"
+#: The ways to authenticate, each with its settings: exactly one may be set.
+AUTH_METHODS = {
+    "a developer token": ("access_token",),
+    "client credentials": ("client_id", "client_secret"),
+    "JWT": (JWT_CONFIG, JWT_CONFIG_FILE),
+}
+
 SETTINGS = (
     th.Property("api_url", th.StringType, default="https://api.box.com/2.0",
                 description="Box API base URL."),
     th.Property("token_url", th.StringType, default="https://api.box.com/oauth2/token",
-                description="Box OAuth 2.0 token endpoint (Client Credentials Grant)."),
+                description="Box OAuth 2.0 token endpoint (Client Credentials Grant and JWT; "
+                "a JWT assertion is addressed to this URL)."),
     th.Property("access_token", th.StringType, secret=True,
-                description="A ready bearer token (developer token). Use it, or the client "
-                "credentials below, which let the tap mint and refresh its own tokens."),
+                description="A ready bearer token (developer token, 60 minutes, for tests). "
+                "Set one way to authenticate: this, box.client_id + box.client_secret, or "
+                "box.jwt_config / box.jwt_config_file; the tap refuses a config with several."),
     th.Property("client_id", th.StringType, description="Client ID of a Box app with "
                 "Client Credentials Grant."),
     th.Property("client_secret", th.StringType, secret=True,
                 description="Client secret of that Box app."),
+    th.Property(JWT_CONFIG, th.StringType, secret=True,
+                description="JWT server auth: the text of the app's config.json from the Box "
+                "Developer Console (client ID and secret, encrypted private key, passphrase, "
+                "public key ID, enterprise ID). The tap signs its own assertions and mints and "
+                "refreshes its tokens. Or set box.jwt_config_file."),
+    th.Property(JWT_CONFIG_FILE, th.StringType,
+                description="JWT server auth: the path of the app's config.json (instead of "
+                "box.jwt_config), e.g. from TAP_EVENTS_BOX_JWT_CONFIG_FILE. Read at the start "
+                "of each run."),
     th.Property("subject_type", th.StringType(allowed_values=["enterprise", "user"]),
                 default="enterprise",
                 description="`enterprise` acts as the app's service account, `user` as a user."),
     th.Property("subject_id", th.StringType,
-                description="Enterprise ID (subject_type enterprise) or user ID (user)."),
+                description="Enterprise ID (subject_type enterprise) or user ID (user). With "
+                "JWT, defaults to the enterpriseID of the app's config.json."),
     th.Property("user_stream_type", th.StringType(allowed_values=["all", "changes", "sync"]),
                 default="all", description="Feed read by `box_events`."),
     th.Property("enterprise_stream_type",
@@ -77,6 +106,14 @@ SETTINGS = (
                 default="admin_logs", description="Feed read by `box_enterprise_events`: "
                 "`admin_logs` (chronological, by time window) or `admin_logs_streaming` "
                 "(low latency, repeats events, 14-day retention)."),
+    th.Property("initial_position", th.StringType(allowed_values=["oldest", NOW]),
+                default="oldest",
+                description="Where `box_events` and the `admin_logs_streaming` feed start "
+                "when the state has no bookmark: `oldest` reads every event Box still keeps "
+                "(up to 21 days of user events, 14 of admin_logs_streaming), `now` only events "
+                "from the first run on (that run emits nothing and stores Box's current "
+                "position). Does not apply to `admin_logs`, a time window that starts at "
+                "start_date."),
     th.Property("event_types", th.ArrayType(th.StringType),
                 description="Only these enterprise event types (e.g. LOGIN, UPLOAD)."),
     th.Property("page_size", th.IntegerType(minimum=1, maximum=500), default=500,
@@ -183,6 +220,97 @@ class BoxClientCredentials(ClientCredentials):
         return self.subject
 
 
+class BoxJWT(BoxClientCredentials):
+    """JWT server auth: each token request carries a new assertion signed with the app's key.
+
+    Minting, early refresh and the retry after a 401 are the client credentials' own; only
+    the request body differs (Box's JWT bearer grant, ../shared/apis/box.md).
+    """
+
+    credentials_hint = (f"box.{JWT_CONFIG} (or box.{JWT_CONFIG_FILE}), box.subject_type, "
+                        "box.subject_id, box.token_url (the assertion's audience) and this "
+                        "machine's clock")
+
+    def __init__(self, settings: Mapping[str, t.Any], http: HttpClient) -> None:
+        self.app = jwt_app(settings)
+        #: Box checks that the assertion is addressed to the URL it was sent to.
+        self.audience = settings["token_url"]
+        self.subject_type = settings["subject_type"]
+        self.subject_id = jwt_subject(settings, self.app)
+        super().__init__({**settings, "client_id": self.app.client_id,
+                          "client_secret": self.app.client_secret}, http)
+
+    @property
+    def oauth_request_body(self) -> dict:
+        assertion = self.app.assertion(audience=self.audience, subject_type=self.subject_type,
+                                       subject_id=self.subject_id)
+        # A secret before it travels: a server echoing the request body is masked too.
+        self.http.secrets.append(assertion)
+        return {"grant_type": box_jwt.GRANT_TYPE, "assertion": assertion,
+                "client_id": self.client_id, "client_secret": self.client_secret}
+
+
+def jwt_app_text(settings: t.Mapping[str, t.Any]) -> tuple[str, str]:
+    """The text of the app's config.json and the setting it came from (for errors)."""
+    if settings.get(JWT_CONFIG):
+        return str(settings[JWT_CONFIG]), f"box.{JWT_CONFIG}"
+    path = str(settings[JWT_CONFIG_FILE])
+    text = box_jwt.read_app_config_file(path, f"box.{JWT_CONFIG_FILE}")
+    return text, f"box.{JWT_CONFIG_FILE} {path!r}"
+
+
+def jwt_app(settings: t.Mapping[str, t.Any]) -> box_jwt.BoxApp:
+    return read_app_config(*jwt_app_text(settings))
+
+
+#: Decrypting the key takes a fifth of a second (the passphrase is stretched on purpose):
+#: once for the check before any request, not again for the authenticator.
+read_app_config = functools.lru_cache(maxsize=2)(box_jwt.read_app_config)
+
+
+def jwt_subject(settings: t.Mapping[str, t.Any], app: box_jwt.BoxApp) -> str:
+    """`sub` of the assertions: box.subject_id, else the app's enterprise."""
+    subject = settings.get("subject_id")
+    if subject:
+        return str(subject)
+    if settings.get("subject_type") == "user":
+        raise box_jwt.BoxAppConfigError(
+            "box.subject_type is 'user' but box.subject_id is not set (the ID of the user the "
+            "tap acts as)")
+    if not app.enterprise_id:
+        raise box_jwt.BoxAppConfigError(
+            f"{jwt_app_text(settings)[1]} has no enterpriseID: set box.subject_id to the "
+            "enterprise ID")
+    return app.enterprise_id
+
+
+def auth_errors(settings: t.Mapping[str, t.Any]) -> list[str]:
+    """One way to authenticate, and a JWT app config the tap can use: checked before any
+    request, so a bad file is one line at the start, not a failure per stream."""
+    given = [f"box.{key}" for keys in AUTH_METHODS.values() for key in keys if settings.get(key)]
+    methods = [name for name, keys in AUTH_METHODS.items() if any(settings.get(k) for k in keys)]
+    if len(methods) > 1 or (settings.get(JWT_CONFIG) and settings.get(JWT_CONFIG_FILE)):
+        return [f"{', '.join(given)} are set: set only one way to authenticate to Box "
+                f"({SOURCE.credentials_hint()})"]
+    if methods == ["JWT"]:
+        try:
+            jwt_subject(settings, jwt_app(settings))
+        except box_jwt.BoxAppConfigError as error:
+            return [str(error)]
+    return []
+
+
+def auth_secrets(settings: t.Mapping[str, t.Any]) -> list[str]:
+    """The secrets inside the app's config.json (a file's too, which is no secret setting)."""
+    try:
+        text, _ = jwt_app_text(settings) if (
+            isinstance(settings.get(JWT_CONFIG), str) or settings.get(JWT_CONFIG_FILE)
+        ) else ("", "")
+    except box_jwt.BoxAppConfigError:
+        return []
+    return box_jwt.app_config_secrets(text)
+
+
 # ------------------------------------------------------------------------------ streams
 
 
@@ -208,8 +336,11 @@ class BoxStream(CursorStream):
 
     @property
     def error_hints(self) -> dict[int, str]:  # type: ignore[override]
+        settings = self.settings
         credentials = (
-            "box.access_token" if self.settings.get("access_token")
+            "box.access_token" if settings.get("access_token")
+            else f"box.{JWT_CONFIG} (or box.{JWT_CONFIG_FILE}) and box.subject_id"
+            if settings.get(JWT_CONFIG) or settings.get(JWT_CONFIG_FILE)
             else "box.client_id, box.client_secret and box.subject_id"
         )
         return {
@@ -266,9 +397,12 @@ class BoxStream(CursorStream):
             state[POSITION_TIME_KEY] = moment.astimezone(datetime.UTC).isoformat()
 
     def starting_position(self, context: Context | None) -> str:
-        """The bookmark, or the oldest retained event on a first run."""
+        """The bookmark, or on a first run the oldest retained event or `now`
+        (`box.initial_position`)."""
         value = self.bookmark(context)
-        return OLDEST if value is None else str(value)
+        if value is not None:
+            return str(value)
+        return NOW if self.settings["initial_position"] == NOW else OLDEST
 
     def get_url_params(self, context: Context | None, next_page_token: str | None) -> dict:
         params: dict[str, t.Any] = {
@@ -291,14 +425,17 @@ class BoxStream(CursorStream):
         if following not in (None, "", 0, OLDEST):
             # Where the feed stands, even after an empty page: what a long poll waits past.
             self.feed_position = str(following)
-        if not entries:
-            # Caught up: every event recorded before this request was sent has been read.
-            self.note_read_through(datetime.datetime.now(datetime.UTC) - response.elapsed)
-            return
         # The position this page was asked for (a sent request always has its URL).
         sent = parse_qs(urlsplit(response.request.url or "").query).get(
             "stream_position", [OLDEST]
         )[0]
+        if not entries:
+            if sent == NOW and self.feed_position is not None:
+                # A first run from now: Box answers the current position and no event.
+                self.bookmark_cursor(self.feed_position, self.context)
+            # Caught up: every event recorded before this request was sent has been read.
+            self.note_read_through(datetime.datetime.now(datetime.UTC) - response.elapsed)
+            return
         last = len(entries) - 1
         for index, event in enumerate(entries):
             event[POSITION_FIELD] = (
@@ -397,9 +534,12 @@ def event_time(event: t.Any) -> datetime.datetime | None:
 
 def authenticator(settings: Mapping[str, t.Any], http: HttpClient
                   ) -> BearerTokenAuthenticator | BoxClientCredentials:
-    """A developer token as given, else tokens minted from the client credentials."""
+    """A developer token as given, else tokens minted from the app's config.json (JWT) or
+    from the client credentials (`auth_errors` made sure only one of them is set)."""
     if settings.get("access_token"):
         return BearerTokenAuthenticator(token=settings["access_token"])
+    if settings.get(JWT_CONFIG) or settings.get(JWT_CONFIG_FILE):
+        return BoxJWT(settings, http)
     return BoxClientCredentials(settings, http)
 
 
@@ -407,7 +547,10 @@ SOURCE = Source(
     name="box",
     label="Box",
     properties=SETTINGS,
-    credential_sets=(("access_token",), ("client_id", "client_secret")),
+    credential_sets=(("access_token",), ("client_id", "client_secret"), (JWT_CONFIG,),
+                     (JWT_CONFIG_FILE,)),
     authenticator=authenticator,
     streams=(BoxEventsStream, BoxEnterpriseEventsStream),
+    derived_secrets=auth_secrets,
+    settings_errors=auth_errors,
 )
