@@ -168,6 +168,8 @@ def settings_from_env(schema: Mapping[str, t.Any], environ: Mapping[str, str],
     them. A value the schema cannot take is a `ValueError` naming the variable."""
     config: dict[str, t.Any] = {}
     for key, prop in schema.get("properties", {}).items():
+        if not isinstance(prop, dict):
+            continue
         name = env_var_name(prefix, key)
         if name in environ:
             config[key] = typed_env_value(name, environ[name], prop)
@@ -182,8 +184,9 @@ def settings_from_env(schema: Mapping[str, t.Any], environ: Mapping[str, str],
 def schema_types(prop: Mapping[str, t.Any]) -> set[str]:
     types = prop.get("type", [])
     found = {types} if isinstance(types, str) else set(types)
-    for option in prop.get("anyOf", []) + prop.get("oneOf", []):
-        found |= schema_types(option)
+    for option in [*prop.get("anyOf", []), *prop.get("oneOf", [])]:
+        if isinstance(option, dict):
+            found |= schema_types(option)
     return found
 
 
