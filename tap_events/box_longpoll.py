@@ -17,7 +17,6 @@ import requests
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_events.client import EventStream
-from tap_events.config import is_safe_url
 from tap_events.errors import TapEventsError
 
 if t.TYPE_CHECKING:
@@ -119,9 +118,10 @@ class LongPollStream(EventStream):
     def long_poll(self, server: RealtimeServer) -> str:
         """One wait on the realtime server: its `message`, or what went wrong."""
         params = {"stream_position": self.poll_position()}
-        # The token only travels over https: Box's realtime URLs are plain http, and the
-        # channel in the URL is what names the subscription.
-        if is_safe_url(server.url):
+        # The token only goes to the API's own origin: Box's realtime servers are elsewhere
+        # (and plain http), and the channel in the URL is what names the subscription.
+        setting = self.setting_name(self.url_setting)
+        if self.http.is_pinned(server.url, setting):
             prepared = self.build_prepared_request(
                 method="GET", url=server.url, params=params, headers=self.http_headers)
         else:
@@ -132,7 +132,7 @@ class LongPollStream(EventStream):
             with self.tail.waiting():
                 # The realtime server's URL comes from OPTIONS at the API's URL.
                 response = self.http.request(
-                    prepared, setting=self.setting_name(self.url_setting),
+                    prepared, setting=setting,
                     timeout=self.http.timeout(self.tail.read_timeout(server.retry_timeout)))
         except requests.exceptions.Timeout:
             return self.TIMED_OUT

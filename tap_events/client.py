@@ -27,7 +27,7 @@ from singer_sdk.streams.rest import PageContext
 
 from tap_events import retention, sdk_internals
 from tap_events.errors import TapEventsError, describe_failure, prefix, subject
-from tap_events.http import decode, page_body
+from tap_events.http import DeadlineExceeded, decode, page_body
 from tap_events.oauth import ClientCredentials
 from tap_events.timestamps import UtcTimestamps
 
@@ -188,10 +188,13 @@ class EventStream(sdk_internals.FastRecordPath):
         try:
             super().sync(context)
         except Exception as error:
-            message = self.describe_failure(error)
-            self.logger.error("%s", message)
-            self.logger.debug("Traceback for '%s'", self.name, exc_info=True)
-            failures.append(message)
+            # A request cut by the tail's end is the normal end of a tail run.
+            if not (isinstance(error, DeadlineExceeded) and self.tail is not None
+                    and self.tail.over):
+                message = self.describe_failure(error)
+                self.logger.error("%s", message)
+                self.logger.debug("Traceback for '%s'", self.name, exc_info=True)
+                failures.append(message)
             # The bookmark in memory covers only records already written, so it is safe to
             # hand to the target: the next run resumes here instead of re-reading the page.
             self.checkpoint()
@@ -487,11 +490,17 @@ class EventStream(sdk_internals.FastRecordPath):
                   ) -> requests.Response:
         """One try at one page: authenticate (a fresh token after a 401), send, classify."""
         response = self.http.request(self.authenticator(prepared),
-                                     setting=self.setting_name(self.url_setting),
-                                     timeout=self.timeout, stream=not self.expects_json)
+                                  setting=self.setting_name(self.url_setting),
+                                  timeout=self.timeout, stream=not self.expects_json,
+                                  deadline=self.request_deadline)
         sdk_internals.log_request_duration(self, response, context)
         self.validate_response(response)
         return response
+
+    @property
+    def request_deadline(self) -> float | None:
+        """Seconds a page's request may take in all (None: `HttpClient.request`'s default)."""
+        return None
 
     def prepare_page(self, context: Context | None, paginator: BaseAPIPaginator
                      ) -> requests.PreparedRequest:
@@ -519,10 +528,12 @@ class EventStream(sdk_internals.FastRecordPath):
         parsed (and the previous page checkpointed) only after every record of the previous
         page was yielded; the run stops on the first page without records. What differs: the
         next page's request is prepared as soon as this page's token is known and, when worth
-        it, sent from a worker thread while this page's records are written.
+        it, sent from a worker thread while this page's records are written; and a cycle
+        (`PageCycleGuard`) stops the stream instead of paging forever.
         """
         paginator = self.get_new_paginator() or SinglePagePaginator()
         send = self.request_decorator(self.send_page)
+        guard = PageCycleGuard(self, paginator)
 
         def fetch(background: bool) -> requests.Response | Future:
             prepared = self.prepare_page(context, paginator)
@@ -536,26 +547,28 @@ class EventStream(sdk_internals.FastRecordPath):
             while True:
                 response = pending.result() if isinstance(pending, Future) else pending
                 request_counter.increment()
-                records = iter(self.parse_response(response))
+                records = iter(guard.page(self.parse_response(response)))
                 first = next(records, None)
                 if first is None:
                     if not paginator.continue_if_empty(response):
                         return
-                    paginator.advance(response)
+                    if cycle := guard.advance(response):
+                        raise cycle
                     pending = fetch(background=False)
                     continue
                 # Early only when the page's token is known before its records are read
                 # (JSON pages); streamed pages (SSE) learn their token by being read.
                 early = prefetch
-                if early:
-                    paginator.advance(response)
-                    if not paginator.finished:
-                        pending = fetch(background=True)
+                cycle = guard.advance(response) if early else None
+                if early and not paginator.finished and not cycle:
+                    pending = fetch(background=True)
                 started = time.perf_counter()
                 yield first
                 yield from records
                 if not early:
-                    paginator.advance(response)
+                    cycle = guard.advance(response)
+                if cycle:  # raised once this page's records are out
+                    raise cycle
                 if paginator.finished:
                     return
                 prefetch = self.PREFETCH and self.worth_prefetching(
@@ -818,3 +831,91 @@ class CursorStream(EventStream):
         assert key is not None, "a CursorStream declares its cursor as its replication key"
         self.state_manager.increment_state({key: value}, context=context, replication_key=key)
         self.state_manager.is_flushed = False
+
+
+class PageCycleGuard:
+    """Stops a page loop that goes round in circles, in one line naming stream and cursor.
+
+    Two shapes, whatever the API: a cursor already followed in this loop (A→B→A; the SDK only
+    catches A→A), and `STALE_PAGES` pages in a row made only of events this loop already read
+    (ever-new cursors over the same entries, a server ignoring the keyset). Such a page is
+    held back, not yielded, so the bookmark stays where the last new event put it; the stream
+    fails (`EventStream.sync`) and the run ends non-zero after the other streams. Both
+    memories are per loop (one sync of one partition): a tail poll reading its lookback again
+    starts afresh. Streamed pages (SSE) are not checked for stale events: they judge each
+    event as it comes (`SSEStream.is_new`).
+    """
+
+    #: Pages of only already-read events accepted in a row (an at-least-once API may resend
+    #: one page; three in a row is a loop).
+    STALE_PAGES = 3
+    #: Keys remembered (as hashes, oldest forgotten): a repeated page repeats recent events,
+    #: and a few MB per stream would show in the run's peak RSS.
+    REMEMBERED_KEYS = 10_000
+
+    def __init__(self, stream: EventStream, paginator: BaseAPIPaginator) -> None:
+        self.stream = stream
+        self.paginator = paginator
+        self.followed: set[str] = set()
+        #: Hashes of the keys read by this loop, in the order read (`REMEMBERED_KEYS`).
+        self.read: dict[int, None] = {}
+        self.stale_in_a_row = 0
+        self.keys = tuple(stream.primary_keys or ())
+        self.check_stale = stream.expects_json and bool(self.keys)
+
+    def cycle(self, what: str, cursor: t.Any) -> TapEventsError:
+        cursor = repr(cursor)
+        if len(cursor) > 120:
+            cursor = cursor[:117] + "..."
+        return TapEventsError(
+            f"{self.stream.error_prefix}pagination cycle: {what} at cursor {cursor}; stopped "
+            "(the API repeats pages; the bookmark stays at the last new event)")
+
+    def advance(self, response: requests.Response) -> TapEventsError | None:
+        """`paginator.advance`; the error to raise (once this page is out) when the next
+        cursor is one this loop already followed."""
+        current = self.paginator.current_value
+        self.followed.add(repr(current))
+        try:
+            self.paginator.advance(response)
+        except RuntimeError:  # the SDK's own check: the same token twice in a row
+            return self.cycle("the API sent the same cursor again", current)
+        following = self.paginator.current_value
+        if not self.paginator.finished and repr(following) in self.followed:
+            return self.cycle("the API sent a cursor already followed in this run", following)
+        return None
+
+    def page(self, records: t.Iterable[dict]) -> t.Iterator[dict]:
+        """The page's records; the leading ones already read are held back until a new one
+        comes, and a page of nothing new counts towards `STALE_PAGES`."""
+        if not self.check_stale:
+            yield from records
+            return
+        cursor = self.paginator.current_value  # the one this page was asked with
+        held: list[dict] = []
+        fresh = False
+        for record in records:
+            if not fresh:
+                if self.key_hash(record) in self.read:
+                    held.append(record)
+                    continue
+                fresh = True
+                self.stale_in_a_row = 0
+                yield from held
+                held = []
+            self.remember(record)
+            yield record
+        if held:
+            self.stale_in_a_row += 1
+            if self.stale_in_a_row >= self.STALE_PAGES:
+                raise self.cycle(f"{self.stale_in_a_row} pages in a row of only events "
+                                 "already read", cursor)
+            yield from held
+
+    def key_hash(self, record: dict) -> int:
+        return hash(tuple(record.get(name) for name in self.keys))
+
+    def remember(self, record: dict) -> None:
+        self.read[self.key_hash(record)] = None
+        if len(self.read) > self.REMEMBERED_KEYS:
+            del self.read[next(iter(self.read))]

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
+from tap_events.redact import secret_text
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -40,20 +42,30 @@ def is_safe_url(url: str) -> bool:
 
 def secret_values(config: Mapping[str, t.Any], sources: Iterable[Source]) -> list[str]:
     """Every secret in the config, as text: settings marked secret (whatever their type, as
-    a wrongly typed one is still a secret), and what each API derives from them."""
+    a wrongly typed one is still a secret; as given and as used, surrounding whitespace
+    stripped), and what each API derives from them."""
     values: list[str] = []
     for source in sources:
         settings = config.get(source.name)
         if not isinstance(settings, dict):
             continue
         for key in source.secret_settings:
-            value = settings.get(key)
-            if value:
-                values.append(str(value))
-                values += [str(item) for item in value] if isinstance(value, list) else []
+            values += secret_text(settings.get(key))
         if source.derived_secrets:
-            values += source.derived_secrets(settings)
+            used = source.settings(config)
+            values += source.derived_secrets(used)
+            if any(used.get(key) != settings.get(key) for key in source.secret_settings):
+                values += source.derived_secrets(settings)
     return values
+
+
+def padded_secrets(config: Mapping[str, t.Any], sources: Iterable[Source]) -> list[str]:
+    """`box.client_secret`: the secret settings given with surrounding whitespace (a secret
+    file mounted into a variable keeps its newline), which the tap strips."""
+    return [f"{source.name}.{key}" for source in sources
+            if isinstance(settings := config.get(source.name), dict)
+            for key in source.secret_settings
+            if isinstance(value := settings.get(key), str) and value != value.strip()]
 
 
 def settings_errors(config: Mapping[str, t.Any], sources: Iterable[Source]) -> list[str]:
@@ -156,6 +168,8 @@ def settings_from_env(schema: Mapping[str, t.Any], environ: Mapping[str, str],
     them. A value the schema cannot take is a `ValueError` naming the variable."""
     config: dict[str, t.Any] = {}
     for key, prop in schema.get("properties", {}).items():
+        if not isinstance(prop, dict):
+            continue
         name = env_var_name(prefix, key)
         if name in environ:
             config[key] = typed_env_value(name, environ[name], prop)
@@ -170,8 +184,9 @@ def settings_from_env(schema: Mapping[str, t.Any], environ: Mapping[str, str],
 def schema_types(prop: Mapping[str, t.Any]) -> set[str]:
     types = prop.get("type", [])
     found = {types} if isinstance(types, str) else set(types)
-    for option in prop.get("anyOf", []) + prop.get("oneOf", []):
-        found |= schema_types(option)
+    for option in [*prop.get("anyOf", []), *prop.get("oneOf", [])]:
+        if isinstance(option, dict):
+            found |= schema_types(option)
     return found
 
 

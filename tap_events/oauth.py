@@ -18,7 +18,7 @@ from singer_sdk.exceptions import RetriableAPIError
 from tap_events import sdk_internals
 from tap_events.errors import TapEventsError
 from tap_events.http import RETRIED_ERRORS, decode
-from tap_events.redact import redact
+from tap_events.redact import printable, redact
 
 if t.TYPE_CHECKING:
     import requests
@@ -39,6 +39,9 @@ class ClientCredentials(OAuthAuthenticator):
     DEFAULT_EXPIRATION_SECONDS = 3600
     #: Refresh this long before expiry so a token never dies between check and use.
     EARLY_REFRESH_SECONDS = 60
+    #: Shortest token life accepted: 0 or less means the token is dead on arrival (a short
+    #: one is minted again before each use, `is_token_valid`).
+    MIN_EXPIRATION_SECONDS = 1
 
     def __init__(self, *, token_url: str, client_id: str, client_secret: str,
                  http: HttpClient) -> None:
@@ -117,19 +120,50 @@ class ClientCredentials(OAuthAuthenticator):
                 f"{redact(what.removeprefix(self.error_prefix), self.http.secrets)} "
                 f"(check {self.token_url_setting} and the network)".replace("\n", " ")
             ) from None
-        try:
-            body = decode(response.content)
-            token = str(body["access_token"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise TapEventsError(
-                f"{self.label} token request failed: HTTP {response.status_code} without an "
-                f"access_token ({type(error).__name__}) (check {self.token_url_setting})"
-            ) from None
+        body = self.token_answer(response)
+        token = body["access_token"]
         self.access_token = token
         self.http.secrets.append(token)
-        expiration = body.get("expires_in", self.DEFAULT_EXPIRATION_SECONDS)
-        self.expires_in = int(expiration) if expiration else None
+        self.expires_in = body["expires_in"]
         self.last_refreshed = requested
+
+    def token_answer(self, response: requests.Response) -> dict[str, t.Any]:
+        """The token endpoint's 2xx answer, checked: `access_token` a non-empty string and
+        `expires_in` (default `DEFAULT_EXPIRATION_SECONDS`) long enough to be used at all.
+        A hostile or broken answer (HTML from a portal, a number for a token) is one line."""
+        try:
+            body = decode(response.content)
+        except ValueError:
+            kind = printable(response.headers.get("Content-Type", "no Content-Type"))
+            raise self.token_error(f"HTTP {response.status_code} with a body that is not JSON "
+                                   f"({kind}, {len(response.content)} bytes)") from None
+        if not isinstance(body, dict):
+            raise self.token_error(f"HTTP {response.status_code} with a JSON "
+                                   f"{type(body).__name__}, not an object")
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token.strip():
+            what = "no access_token" if token is None else (
+                "an empty access_token" if isinstance(token, str)
+                else f"an access_token that is a {json_type(token)}, not a string")
+            if token not in (None, ""):
+                self.http.secrets.append(str(token))  # whatever it is, it is not to be shown
+            raise self.token_error(f"HTTP {response.status_code} with {what}")
+        expires_in = body.get("expires_in", self.DEFAULT_EXPIRATION_SECONDS)
+        if expires_in in (None, ""):
+            expires_in = self.DEFAULT_EXPIRATION_SECONDS
+        try:
+            expires_in = float(expires_in)
+        except (TypeError, ValueError):
+            raise self.token_error(f"expires_in is a {json_type(expires_in)}, not a number"
+                                   ) from None
+        if not expires_in >= self.MIN_EXPIRATION_SECONDS:  # also refuses NaN
+            raise self.token_error(f"expires_in {expires_in:g} s: a token must live at least "
+                                   f"{self.MIN_EXPIRATION_SECONDS} s")
+        return {**body, "access_token": token, "expires_in": int(expires_in)}
+
+    def token_error(self, what: str) -> TapEventsError:
+        return TapEventsError(f"{self.label} token request failed: {what} "
+                              f"(check {self.token_url_setting})")
 
     def invalidate(self) -> None:
         """Forget the token: the next request mints a new one."""
@@ -143,5 +177,12 @@ class ClientCredentials(OAuthAuthenticator):
             text = f"{body.get('error')}: {body.get('error_description')}"
         except (ValueError, AttributeError):
             text = content[:200]
+        text = printable(text)
         raise TapEventsError(f"{self.label} token request failed: HTTP {status_code}: {text} "
                              f"(check {self.credentials_hint})")
+
+
+def json_type(value: t.Any) -> str:
+    """How JSON names the type of a decoded value (`number`, `object`)."""
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)

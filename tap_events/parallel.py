@@ -10,7 +10,11 @@ long as the slowest one, on as many cores as there are. The parent is the one wr
   merged state: that child's bookmarks from this STATE, every other API's bookmarks from its
   latest STATE already passed on (or from the input state). It is written right after the
   child's records it covers, so every STATE is a resume point for every stream;
-- a child that fails does not stop the others; the run then ends with status 1.
+- a child that fails does not stop the others; the run then ends with status 1;
+- no secret at rest: a child reads its config (and catalog and state) from a pipe
+  (`/dev/fd/N`), so no file holds the config, even after the parent is killed; and a child
+  exits as soon as its parent is gone (it watches a pipe only the parent holds open), so an
+  OOM-killed parent leaves no orphan still talking to an API.
 """
 
 from __future__ import annotations
@@ -25,10 +29,9 @@ import selectors
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import typing as t
-from pathlib import Path
 
 import orjson
 
@@ -37,7 +40,8 @@ from tap_events.writer import BufferedRecordWriter, Output, stdout_error_text
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-#: Set in a child's environment: the child runs its streams itself.
+#: Set in a child's environment: the child runs its streams itself. Its value is the file
+#: descriptor of the pipe whose end of file means the parent is gone.
 CHILD_ENV = "TAP_EVENTS_PARALLEL_CHILD"
 #: A STATE line as the tap's writer (msgspec, `type` first) writes it.
 STATE_PREFIX = b'{"type":"STATE"'
@@ -137,39 +141,89 @@ def run(
     every child), `StdoutClosed` when `out` fails; either way every child has ended.
     """
     merger = StateMerger(state, streams_of)
-    with tempfile.TemporaryDirectory(prefix="tap-events-") as folder:
-        # The config holds secrets: the folder is private to this user (mkdtemp: 0700).
-        config_path = Path(folder, "config.json")
-        config_path.write_text(json.dumps(dict(config), default=json_number))
-        state_path = Path(folder, "state.json")
-        state_path.write_text(json.dumps(state or {}, default=json_number))
-        children = []
-        stop: Stopped | None = None
+    # The parent holds the only writing end of `alive` until every child is done: a child
+    # reading end of file knows the parent died (`watch_parent`).
+    alive_read, alive_write = os.pipe()
+    children = []
+    stop: Stopped | None = None
+    try:
         try:
             for api, streams in streams_of.items():
-                catalog_path = Path(folder, f"catalog-{api}.json")
-                catalog_path.write_text(json.dumps(catalog_for(catalog, streams)))
-                command = [*python, "--config", str(config_path), "--catalog",
-                           str(catalog_path), "--state", str(state_path)]
-                process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                           env={**os.environ, CHILD_ENV: "1"})
-                children.append(Child(api, process))
-            termination = Termination()
-            with forwarded_termination(children, termination):
-                Copier(children, merger, Output(out), termination).run()
-        except Stopped as stopped:
-            stop = stopped
+                children.append(Child(api, spawn(python, alive_read, {
+                    "--config": json.dumps(dict(config), default=json_number),
+                    "--catalog": json.dumps(catalog_for(catalog, streams)),
+                    "--state": json.dumps(state or {}, default=json_number),
+                })))
         finally:
-            # Past the deadline, on a closed stdout or an error: what a child could still
-            # write would reach no one.
-            for child in children:
-                if child.process.poll() is None:
-                    child.process.kill()
-            statuses = {child.api: child.process.wait() for child in children}
-        if stop is not None:
-            stop.statuses = statuses
-            raise stop
-        return statuses
+            os.close(alive_read)  # the children hold it now
+        termination = Termination()
+        with forwarded_termination(children, termination):
+            Copier(children, merger, Output(out), termination).run()
+    except Stopped as stopped:
+        stop = stopped
+    finally:
+        # Past the deadline, on a closed stdout or an error: what a child could still
+        # write would reach no one.
+        for child in children:
+            if child.process.poll() is None:
+                child.process.kill()
+        statuses = {child.api: child.process.wait() for child in children}
+        os.close(alive_write)
+    if stop is not None:
+        stop.statuses = statuses
+        raise stop
+    return statuses
+
+
+def spawn(python: Sequence[str], alive: int, inputs: Mapping[str, str]) -> subprocess.Popen:
+    """A child tap reading each of `inputs` (`--config`: its JSON) from a pipe, never a file,
+    and watching `alive` for its parent's death."""
+    pipes = {option: os.pipe() for option in inputs}
+    command = [*python]
+    for option, (read_end, _) in pipes.items():
+        command += [option, f"/dev/fd/{read_end}"]
+    try:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE,
+            pass_fds=(alive, *(read_end for read_end, _ in pipes.values())),
+            env={**os.environ, CHILD_ENV: str(alive)})
+    except BaseException:
+        for _, write_end in pipes.values():
+            os.close(write_end)
+        raise
+    finally:
+        for read_end, _ in pipes.values():
+            os.close(read_end)
+    for option, (_, write_end) in pipes.items():
+        feed(write_end, inputs[option].encode())
+    return process
+
+
+def feed(fd: int, data: bytes) -> None:
+    """Write `data` to the pipe `fd` and close it, in a thread: a pipe holds only 64 KiB
+    until the child reads, and a child that dies first just ends the writing."""
+
+    def write() -> None:
+        with open(fd, "wb") as pipe, contextlib.suppress(BrokenPipeError):
+            pipe.write(data)
+
+    threading.Thread(target=write, name="feed-child", daemon=True).start()
+
+
+def watch_parent() -> None:
+    """In a child: exit at once when the parent is gone (end of file on its pipe)."""
+    fd = int(os.environ.get(CHILD_ENV) or -1)
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        os._exit(1)  # the parent died: nobody reads the output any more
+
+    if fd >= 0:
+        threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def json_number(value: t.Any) -> float:

@@ -39,7 +39,8 @@ class RunContext:
         """The API's one HTTP client, shared by its streams and its authenticator."""
         if source.name not in self._http:
             self._http[source.name] = HttpClient(api=source.name, config=self.config,
-                                                 secrets=self.secrets)
+                                                 secrets=self.secrets,
+                                                 settings=source.settings(self.config))
         return self._http[source.name]
 
     def auth(self, source: Source) -> Auth:

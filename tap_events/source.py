@@ -8,6 +8,7 @@ is plain data: the tap hands each stream it builds its source (`EventStream(sour
 
 from __future__ import annotations
 
+import functools
 import typing as t
 from dataclasses import dataclass, field
 
@@ -81,7 +82,7 @@ class Source:
             if "default" in prop
         }
 
-    @property
+    @functools.cached_property
     def secret_settings(self) -> tuple[str, ...]:
         schema = th.ObjectType(*self.properties).to_dict()
         return tuple(
@@ -91,7 +92,13 @@ class Source:
     def settings(self, config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         """This API's settings from the tap config, defaults filled in."""
         given = config.get(self.name) or {}
-        return {**self.defaults, **{k: v for k, v in given.items() if v is not None}}
+        settings = {**self.defaults, **{k: v for k, v in given.items() if v is not None}}
+        for key in self.secret_settings:
+            # A secret file mounted into a variable keeps its newline, which no API expects
+            # (and `requests` refuses in a header, quoting the whole value).
+            if isinstance(settings.get(key), str):
+                settings[key] = settings[key].strip()
+        return settings
 
     def is_configured(self, config: t.Mapping[str, t.Any]) -> bool:
         given = config.get(self.name) or {}

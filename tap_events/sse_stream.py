@@ -18,6 +18,7 @@ asks for another connection even when it brought nothing, within the retry budge
 
 from __future__ import annotations
 
+import datetime
 import time
 import typing as t
 from dataclasses import dataclass
@@ -28,9 +29,9 @@ from singer_sdk.pagination import BaseAPIPaginator
 from tap_events import sse
 from tap_events.client import CursorStream
 from tap_events.errors import TapEventsError
+from tap_events.http import DEADLINE_READ_TIMEOUTS, DeadlineExceeded
 
 if t.TYPE_CHECKING:
-    import datetime
     from collections.abc import Iterable, Iterator
 
     from singer_sdk.helpers.types import Context
@@ -110,6 +111,20 @@ class SSEStream(CursorStream):
         response.close()
         return f"Content-Type {kind or 'missing'!r} instead of 'text/event-stream'"
 
+    @property
+    def request_deadline(self) -> float:
+        """A connection ends by the replay's upper bound (`upper_bound`) plus a grace of a
+        few read timeouts (idle or request, the longer; a long replay takes time to send);
+        a server still sending heartbeats then is cut, and the next connection resumes where
+        this one stopped. Tailing: the tail's deadline."""
+        if self.tail is not None:
+            return self.tail.remaining()
+        bound = self.upper_bound()
+        now = datetime.datetime.now(datetime.UTC)
+        left = 0.0 if bound is None else (bound - now).total_seconds()
+        grace = DEADLINE_READ_TIMEOUTS * max(self.idle_seconds, self.http.read_timeout)
+        return max(0.0, left) + grace
+
     def tail_records(self, context: Context | None) -> Iterator[dict]:
         """One open connection, reconnected as needed, until the tail's budget ends."""
         yield from self.request_records(context)
@@ -185,6 +200,8 @@ class SSEStream(CursorStream):
         return events
 
     def describe_lost_connection(self, error: requests.exceptions.RequestException) -> str:
+        if isinstance(error, DeadlineExceeded):
+            return f"a connection still open past the replay's bound ({error})"
         if "timed out" in str(error).lower():
             return f"no event or heartbeat for {self.settings[self.idle_timeout_setting]} s"
         return f"a lost connection ({type(error).__name__})"
@@ -219,6 +236,10 @@ class SSEStream(CursorStream):
 
     def start_run(self, context: Context | None) -> None:
         """Once per sync, before the first connection: fix the run's bounds, read the bookmark."""
+
+    def upper_bound(self) -> datetime.datetime | None:
+        """Up to when the next connection replays (None: no upper bound)."""
+        return None
 
     def read_from(self) -> datetime.datetime:
         """Where the next connection starts."""

@@ -54,6 +54,9 @@ class ListeningStream(t.Protocol):
 
     def request_records(self, context: Context | None) -> t.Iterable[dict]: ...
 
+    @property
+    def http(self) -> t.Any: ...
+
 
 class Listener(t.Protocol):
     """What the tail asks of the tap (`tap.TapEvents`)."""
@@ -263,6 +266,9 @@ def listen(tap: Listener) -> None:
         len(streams), run.remaining(),
     )
     tap.tail_run = run
+    for stream in streams:
+        # No request outlives the tail, whatever it is doing (a slow poll, a trickle).
+        stream.http.ends_at = run.deadline
     run.flush = getattr(tap.message_writer, "flush", sys.stdout.flush)
     threads = [
         threading.Thread(target=run.follow, args=(stream, tap.failures),

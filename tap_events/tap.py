@@ -63,17 +63,20 @@ class TapEvents(sdk_internals.TerminationHook):
             config.number(minimum=0.1, maximum=3600),
             default=60,
             description="How long to wait for an API to answer a request, or to send the next "
-            "bytes of an answer, before the request is retried (connecting has 10 s). Alpaca's "
-            "streams use alpaca.idle_timeout_seconds instead, as their answers pause between "
-            "heartbeats.",
+            "bytes of an answer, before the request is retried (connecting has 10 s). A whole "
+            "request, headers and body, must end within 3 times this, so a server trickling "
+            "bytes cannot hold a run. Alpaca's streams use alpaca.idle_timeout_seconds instead, "
+            "as their answers pause between heartbeats; a replay must end within 3 read "
+            "timeouts after its upper bound.",
         ),
         th.Property(
             "max_response_mb",
             th.NumberType(minimum=1),
             default=DEFAULT_MAX_RESPONSE_MB,
-            description="Longest Server-Sent Events line or event the tap accepts (Alpaca), "
-            "in MB (2^20 bytes). Past it the stream fails with an error naming this setting, "
-            "so a broken or hostile server cannot exhaust memory.",
+            description="Largest answer the tap accepts from an API, in MB (2^20 bytes), "
+            "counted after decompression: one page or token response, and one Server-Sent "
+            "Events line or event (Alpaca). Past it the request fails, not retried, with an "
+            "error naming this setting, so a broken or hostile server cannot exhaust memory.",
         ),
         th.Property(
             "parallel_apis",
@@ -97,10 +100,11 @@ class TapEvents(sdk_internals.TerminationHook):
         does not fit its setting, is one line and exit 1. With ENV, nested settings come from
         `TAP_EVENTS_<API>_<SETTING>` (Meltano's names), typed as the schema says."""
         try:
-            for path in value:
-                if path != "ENV":
-                    config.read_json_object(path, "config")
-            given = super().cb_config(ctx, param, value)
+            # Each file is read once: a parallel child's config is a pipe (`/dev/fd/N`).
+            files = [config.read_json_object(path, "config") for path in value if path != "ENV"]
+            given = super().cb_config(ctx, param, tuple(path for path in value if path == "ENV"))
+            for read in files:
+                given.config.update(read)
             if sdk_internals.take_env_parsing(given):
                 given.config.update(config.settings_from_env(
                     cls.config_jsonschema, os.environ, ENV_PREFIX))
@@ -136,6 +140,8 @@ class TapEvents(sdk_internals.TerminationHook):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         #: What this run's streams share; filled in once the config is known.
         self.run = RunContext()
+        if parallel.is_child():
+            parallel.watch_parent()
         #: Set once a signal asked the run to end.
         self.ending = False
         #: The tail phase while it runs (tap_events/tail.py).
@@ -156,6 +162,8 @@ class TapEvents(sdk_internals.TerminationHook):
         redacting = RedactingFilter(self.run.secrets)
         for handler in logging.getLogger().handlers:
             handler.addFilter(redacting)
+        for setting in config.padded_secrets(self.config, SOURCES):
+            self.logger.debug("%s: surrounding whitespace removed from the value", setting)
         if kwargs.get("validate_config", True):
             errors = config.settings_errors(self.config, SOURCES)
             if errors:

@@ -98,12 +98,13 @@ class RunningTap:
     each line stamped with the time it arrived."""
 
     def __init__(self, config: dict, *, state: dict | None = None,
-                 streams: t.Iterable[str] | None = None) -> None:
+                 streams: t.Iterable[str] | None = None, env: dict | None = None) -> None:
         self.folder = tempfile.TemporaryDirectory()
         command = tap_command(Path(self.folder.name), config, state=state, streams=streams)
         self.stderr_file = (Path(self.folder.name) / "stderr.log").open("w+")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                        stderr=self.stderr_file, text=True, env=clean_env())
+                                        stderr=self.stderr_file, text=True,
+                                        env={**clean_env(), **(env or {})})
         #: (time.monotonic() when read, line) for every stdout line so far.
         self.lines: list[tuple[float, str]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -118,7 +119,9 @@ class RunningTap:
         return [(at, json.loads(line)) for at, line in list(self.lines)
                 if line.startswith("{")]
 
-    def wait_for(self, condition: t.Callable[[], bool], timeout: float = 30) -> None:
+    def wait_for(self, condition: t.Callable[[], bool], timeout: float = 240) -> None:
+        """Wait until `condition` holds; fails if the tap ends first. The timeout only stops a
+        hung test: on a loaded machine start-up alone can take a minute."""
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -137,7 +140,7 @@ class RunningTap:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
-        self.reader.join(timeout=10)
+        self.reader.join(timeout=120)
         stdout = "".join(line for _, line in self.lines)
         run = TapRun(self.process.returncode, stdout, self.stderr(),
                      parse_messages(stdout.splitlines()))

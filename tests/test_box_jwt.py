@@ -188,7 +188,7 @@ def test_secrets_of_a_config_cover_every_form_of_the_key(console):
 
 
 def token_request(emulator, assertion: str, **form: str) -> requests.Response:
-    return requests.post(emulator.api_url("box", "/oauth2/token"), timeout=10, data={
+    return requests.post(emulator.api_url("box", "/oauth2/token"), timeout=30, data={
         "grant_type": JWT_GRANT, "assertion": assertion, "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET, **form})
 
@@ -218,7 +218,7 @@ def test_emulator_accepts_a_valid_assertion_and_its_token_reads_events(emulator,
 
     assert answer.status_code == 200, answer.text
     token = answer.json()["access_token"]
-    events = requests.get(emulator.api_url("box", "/2.0/events"), timeout=10,
+    events = requests.get(emulator.api_url("box", "/2.0/events"), timeout=30,
                           headers={"Authorization": f"Bearer {token}"})
     assert events.status_code == 200 and len(events.json()["entries"]) == 100
 

@@ -3,12 +3,16 @@ an SSE line that never ends. The real `tap-events` process against the emulator 
 local server) over real sockets; each case is timed from the signal (or the close) to the
 process's end, and its peak RSS is read from the kernel (`VmHWM`).
 
-What a scheduler relies on: the run ends within 5 s of the signal; when stdout can still take
-it, the final STATE is the last line and the status is 0; when it cannot, the status is 128 +
-the signal (143 for SIGTERM) and stderr says so in one line; a closed stdout is one line and
-status 1, never a traceback. Waits in these tests are for conditions (a log line, a request,
-a full pipe), never for luck: only the 5 s promise itself is a clock, with 128 + signal /
-STATE checks that do not depend on it.
+What a scheduler relies on: the run ends at the signal, without reading on or waiting out what
+it was waiting for; when stdout can still take it, the final STATE is the last line and the
+status is 0; when it cannot, the status is 128 + the signal (143 for SIGTERM) and stderr says
+so in one line; a closed stdout is one line and status 1, never a traceback. Waits in these
+tests are for conditions (a log line, a request, a blocked write), never for luck, and no
+assertion is a stopwatch (the suite runs in parallel workers on a loaded machine): "ends at
+the signal" is counted in requests sent after it, or bounded by PROMPT where the run would
+otherwise wait far longer (a 120 s Retry-After, a 600 s long poll, a pipe never drained). The
+time from the signal to the end is measured and printed (`[measure]`), as docs/reliability.md
+reports it.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ from tap_events_emulator import alpaca as emulated_alpaca
 from tap_events_emulator import start_emulator, tap_config
 from tests.support import clean_env, tap_command
 
-#: What the tap promises after a signal.
-END_SECONDS = 5.0
+#: How long a test waits for the run to end once it must: far more than it takes (a few
+#: seconds, on a loaded machine too), far less than what the run would otherwise wait for.
+PROMPT = 60
+#: How long a stream blocked on a silent socket would otherwise wait (long poll, heartbeat).
+SILENT_SECONDS = 600
 TRADES = "alpaca_trade_events"
 TRADES_PATH = next(feed.path for feed in emulated_alpaca.FEEDS if feed.stream == TRADES)
 F_GETPIPE_SZ = 1032
@@ -84,7 +91,10 @@ class Tap:
             return self.ended_stderr
         return self.stderr_path.read_text(errors="replace")
 
-    def wait_for(self, condition: t.Callable[[], t.Any], what: str, timeout: float = 60) -> None:
+    def wait_for(self, condition: t.Callable[[], t.Any], what: str,
+                 timeout: float = 4 * PROMPT) -> None:
+        """Wait until `condition` holds; fails if the tap ends first. The timeout only stops a
+        hung test: on a loaded machine the tap may take minutes to get there."""
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -94,17 +104,14 @@ class Tap:
 
     def wait_until_stdout_is_full(self) -> None:
         """The target stopped reading and the tap wrote until the pipe filled up: the pipe
-        holds more than half its capacity and nothing more came for a second."""
+        holds more than half its capacity and the writing thread sleeps in the kernel's pipe
+        write (its `wchan`), not merely between two writes."""
         fd = self.process.stdout.fileno()
         capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
-        seen = {"bytes": -1, "since": time.monotonic()}
 
         def full() -> bool:
             held = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little")
-            if held != seen["bytes"]:
-                seen.update(bytes=held, since=time.monotonic())
-                return False
-            return held > capacity // 2 and time.monotonic() - seen["since"] > 1.0
+            return held > capacity // 2 and blocked_in_pipe_write(self.process.pid)
 
         self.wait_for(full, "a full stdout pipe")
 
@@ -113,7 +120,7 @@ class Tap:
         self.process.send_signal(signum)
         return sent
 
-    def wait(self, timeout: float = 30) -> int:
+    def wait(self, timeout: float = PROMPT) -> int:
         """The exit status, with the time it ended and its peak RSS.
 
         The peak is the kernel's high-water mark of the process (`VmHWM`), read until it
@@ -138,7 +145,7 @@ class Tap:
         self.status = self.process.returncode
         self.draining.set()
         if self.reader is not None:
-            self.reader.join(timeout=10)
+            self.reader.join(timeout=120)
         self.ended_stderr = self.stderr()
         self.folder.cleanup()
         return self.status
@@ -150,6 +157,28 @@ class Tap:
     def report(self, case: str, since: float) -> None:
         print(f"\n[measure] {case}: ended {self.ended_at - since:.2f} s after, "
               f"peak RSS {self.peak_rss_mb:.0f} MB, status {self.status}")
+
+
+def blocked_in_pipe_write(pid: int) -> bool:
+    """Whether a thread of process `pid` sleeps in a pipe write (`pipe_write`, or
+    `anon_pipe_write` on newer kernels)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if "pipe_write" in (task / "wchan").read_text():
+                return True
+    return False
+
+
+def requests_by_api(emulator, streams: t.Iterable[str]) -> dict[str, int]:
+    """Requests each API of `streams` has received so far."""
+    return {api: len(emulator.requests(api)) for api in {s.split("_", 1)[0] for s in streams}}
+
+
+def assert_read_no_further(emulator, at_signal: dict[str, int], in_flight: int = 1) -> None:
+    """After the signal, each API got at most the request already on its way: the run did
+    not read on (the whole run is 40 Box pages; a wait for the run to end is no proof)."""
+    sent_after = {api: len(emulator.requests(api)) - count for api, count in at_signal.items()}
+    assert all(n <= in_flight for n in sent_after.values()), sent_after
 
 
 def assert_ends_on_state(tap: Tap) -> list[dict]:
@@ -193,18 +222,19 @@ PARALLEL = ["box_events", "socotra_events"]
 def test_sigterm_while_stdout_is_blocked_ends_with_the_final_state_once_drained(
         emulator, streams):
     """The target stops reading, SIGTERM comes, then the target reads again: the run ends
-    within 5 s with the final STATE last and status 0 (before: the handler waited forever
-    for the writer's lock, which the blocked write held)."""
+    without reading on, with the final STATE last and status 0 (before: the handler waited
+    forever for the writer's lock, which the blocked write held)."""
     tap = Tap(tap_config(emulator.url), streams, drain=False)
     tap.wait_until_stdout_is_full()
     sent = tap.signal()
+    at_signal = requests_by_api(emulator, streams)
     tap.wait_for(lambda: "SIGTERM received" in tap.stderr(), "the signal to be handled")
     tap.draining.set()
     status = tap.wait()
     tap.report(f"blocked stdout, drained after SIGTERM ({len(streams)} API)", sent)
 
     assert status == 0, tap.stderr()[-2000:]
-    assert tap.ended_at - sent < END_SECONDS
+    assert_read_no_further(emulator, at_signal)
     messages = assert_ends_on_state(tap)
     assert any(m["type"] == "RECORD" for m in messages)
 
@@ -212,7 +242,8 @@ def test_sigterm_while_stdout_is_blocked_ends_with_the_final_state_once_drained(
 @pytest.mark.parametrize("streams", [SINGLE, PARALLEL], ids=["single", "parallel"])
 def test_sigterm_while_stdout_stays_blocked_ends_anyway_with_status_143(emulator, streams):
     """A target that never reads again cannot take the final STATE: the run still ends
-    within 5 s, with 128 + SIGTERM and one line saying the state was not written."""
+    (within PROMPT; it would otherwise wait forever), with 128 + SIGTERM and one line saying
+    the state was not written."""
     tap = Tap(tap_config(emulator.url), streams, drain=False)
     tap.wait_until_stdout_is_full()
     sent = tap.signal()
@@ -220,7 +251,6 @@ def test_sigterm_while_stdout_stays_blocked_ends_anyway_with_status_143(emulator
     tap.report(f"blocked stdout, never drained ({len(streams)} API)", sent)
 
     assert status == 128 + signal.SIGTERM
-    assert tap.ended_at - sent < END_SECONDS
     stderr = tap.stderr()
     assert "stdout did not take the final state" in stderr
     assert "Traceback" not in stderr
@@ -232,15 +262,18 @@ def test_sigterm_at_a_random_moment_of_fast_output_leaves_the_final_state_last(e
     line whole JSON, the final STATE last (before: up to 360 RECORD lines after it). One try
     in four runs the APIs in parallel."""
     streams = PARALLEL if seed % 4 == 3 else SINGLE
-    after_lines = random.Random(seed).randrange(1, 15_000)
+    # Anywhere in the first 12 Box pages: many page boundaries and STATEs, without waiting
+    # for most of a long run's output.
+    after_lines = random.Random(seed).randrange(1, 6_000)
     tap = Tap(tap_config(emulator.url), streams)
     tap.wait_for(lambda: tap.lines_read >= after_lines, f"{after_lines} lines")
     sent = tap.signal(signal.SIGINT if seed % 5 == 4 else signal.SIGTERM)
+    at_signal = requests_by_api(emulator, streams)
     status = tap.wait()
     tap.report(f"random moment (seed {seed}, after {after_lines} lines)", sent)
 
     assert status == 0, tap.stderr()[-2000:]
-    assert tap.ended_at - sent < END_SECONDS
+    assert_read_no_further(emulator, at_signal)
     assert_ends_on_state(tap)
 
 
@@ -280,7 +313,8 @@ def test_head_closing_stdout_ends_the_run_in_one_line_with_status_1(emulator, st
 @pytest.mark.parametrize("streams", [SINGLE, ["box_events", "discue_events"]],
                          ids=["single", "parallel"])
 def test_sigterm_during_a_retry_wait_ends_at_once_with_the_final_state(make_emulator, streams):
-    """Box answers 503 with Retry-After: 120; the run waits, SIGTERM ends it within 5 s."""
+    """Box answers 503 with Retry-After: 120; the run waits, SIGTERM ends it at once: within
+    PROMPT (half the wait) and without the retry."""
     emulator = make_emulator()
     # The first page goes through, so records and a STATE come before the wait.
     emulator.inject("box", "status", status=503, headers={"Retry-After": "120"}, times=5,
@@ -288,11 +322,13 @@ def test_sigterm_during_a_retry_wait_ends_at_once_with_the_final_state(make_emul
     tap = Tap(tap_config(emulator.url), streams)
     tap.wait_for(lambda: "box_events: retry 1 in 12" in tap.stderr(), "the retry wait")
     sent = tap.signal()
+    unserved = sum(fault.times for fault in emulator.app.faults)
     status = tap.wait()
     tap.report(f"retry wait ({len(streams)} API)", sent)
 
     assert status == 0, tap.stderr()[-2000:]
-    assert tap.ended_at - sent < END_SECONDS
+    # The retry was never sent: it would have been answered by the next 503.
+    assert sum(fault.times for fault in emulator.app.faults) == unserved
     assert_ends_on_state(tap)
 
 
@@ -313,10 +349,12 @@ def listening(emulator, streams: list[str]) -> t.Callable[[], bool]:
                          ids=["box-long-poll", "alpaca-sse", "parallel"])
 def test_sigterm_while_waiting_for_new_events_ends_at_once(make_emulator, streams):
     """Tail mode, each stream blocked on a silent socket (a Box long poll that answers in
-    30 s, an Alpaca stream with a heartbeat every 30 s): SIGTERM ends it within 5 s."""
-    emulator = make_emulator(box={"realtime_timeout": 30.0},
-                             alpaca={"heartbeat_seconds": 30.0})
-    config = {**tap_config(emulator.url), "tail_seconds": 120, "tail_state_seconds": 60}
+    10 min, an Alpaca stream with a heartbeat every 10 min): SIGTERM ends it at once, within
+    PROMPT."""
+    emulator = make_emulator(box={"realtime_timeout": SILENT_SECONDS},
+                             alpaca={"heartbeat_seconds": SILENT_SECONDS})
+    config = {**tap_config(emulator.url), "tail_seconds": SILENT_SECONDS,
+              "tail_state_seconds": SILENT_SECONDS}
     tap = Tap(config, streams)
     tap.wait_for(listening(emulator, streams), "the streams to listen")
     sent = tap.signal()
@@ -324,7 +362,6 @@ def test_sigterm_while_waiting_for_new_events_ends_at_once(make_emulator, stream
     tap.report(f"tail, {'+'.join(streams)}", sent)
 
     assert status == 0, tap.stderr()[-2000:]
-    assert tap.ended_at - sent < END_SECONDS
     messages = assert_ends_on_state(tap)
     assert {m["stream"] for m in messages if m["type"] == "RECORD"} == set(streams)
 
@@ -365,7 +402,7 @@ def test_a_200_mb_sse_line_fails_the_stream_naming_max_response_mb():
                   "max_retries": 1}
         tap = Tap(config, [TRADES])
         started = time.monotonic()
-        status = tap.wait(timeout=60)
+        status = tap.wait(timeout=2 * PROMPT)
         tap.report("200 MB SSE line", started)
     finally:
         server.shutdown()

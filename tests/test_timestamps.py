@@ -190,13 +190,13 @@ def test_the_tap_emits_box_times_in_utc_as_the_instants_the_api_sent(emulator, c
     sent = {}
     position = "0"
     settings = config["box"]
-    token = requests.post(settings["token_url"], timeout=10, data={
+    token = requests.post(settings["token_url"], timeout=30, data={
         "grant_type": "client_credentials", "client_id": settings["client_id"],
         "client_secret": settings["client_secret"], "box_subject_type": "enterprise",
     }).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     while True:  # the same feed, read straight from the API
-        page = requests.get(f"{settings['api_url']}/events", headers=headers, timeout=10,
+        page = requests.get(f"{settings['api_url']}/events", headers=headers, timeout=30,
                             params={"stream_position": position, "limit": 500}).json()
         if not page["entries"]:
             break

@@ -19,6 +19,8 @@ from tap_events_emulator.discue import DiscueAPI
 from tap_events_emulator.socotra import SocotraAPI
 
 if t.TYPE_CHECKING:
+    import ssl
+
     from tap_events.source import Source
     from tap_events_emulator.base import EmulatedAPI
 
@@ -52,10 +54,13 @@ def start_emulator(
     events: int | t.Mapping[str, int] = 1000,
     *,
     port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
     **kwargs: t.Any,
 ) -> EmulatorServer:
-    """Start the emulator on 127.0.0.1 (`port` 0 picks a free one) in a daemon thread."""
-    return EmulatorServer(build_app(events, **kwargs), port=port).start()
+    """Start the emulator on 127.0.0.1 (`port` 0 picks a free one) in a daemon thread; over
+    https with `ssl_context`."""
+    return EmulatorServer(build_app(events, **kwargs), port=port,
+                          ssl_context=ssl_context).start()
 
 
 def tap_config(server_url: str) -> dict[str, t.Any]:

@@ -8,7 +8,10 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
   Retry-After), `slow` (wait `delay` seconds, then answer normally), `drop` (send half the
   body, then close the connection), `truncate` (a complete 200 whose JSON is cut short, after
   `options.keep` bytes or half), `echo` (answer `status` with an error body quoting the
-  request's headers, query and body, as careless servers do: secrets included), `mutate`
+  request's headers, query and body, as careless servers do: secrets included; with
+  `options.escaped`, quoted as JSON text the way PHP writes it, `\\/` and `\\u00e9`), `redirect`
+  (answer `status`, 302 by default, with `Location: <options.to><the request's path and
+  query>`: `to` empty is a redirect to the same URL, another origin, or plain http), `mutate`
   (the normal answer with one JSON value replaced by `options.value`: the first value of a
   field named in `options.keys` if given (the last one with `options.last`), else one
   picked by `options.seed`; in an event stream, inside one `data:` payload); any other kind
@@ -32,6 +35,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 import typing as t
@@ -68,7 +72,8 @@ class Fault:
 
 
 #: Fault kinds the app applies itself; the API handles the others.
-APP_FAULT_KINDS = frozenset({"status", "slow", "drop", "truncate", "echo", "mutate"})
+APP_FAULT_KINDS = frozenset({"status", "slow", "drop", "truncate", "echo", "mutate",
+                             "redirect"})
 
 
 class Turnstile:
@@ -140,9 +145,16 @@ class EmulatorApp:
         fault = self.take_fault(head, rest)
         if fault and fault.kind == "status":
             body = fault.body if fault.body is not None else {"message": "injected fault"}
+            if "content_type" in fault.options:  # a body sent as it is (HTML from a portal)
+                return Response(body, fault.status, fault.headers,
+                                content_type=fault.options["content_type"])
             return json_response(body, fault.status, fault.headers)
         if fault and fault.kind == "echo":
             return self.echoed(request, fault)
+        if fault and fault.kind == "redirect":
+            location = fault.options.get("to", "") + request.full_path.rstrip("?")
+            status = fault.status if 300 <= fault.status < 400 else 302
+            return json_response({"message": "moved"}, status, {"Location": location})
         if fault and fault.kind == "slow":
             time.sleep(fault.delay)
         if self.latency:
@@ -170,8 +182,13 @@ class EmulatorApp:
     @staticmethod
     def echoed(request: Request, fault: Fault) -> Response:
         """An error body that quotes the request, credentials and all."""
-        quoted = (f"request {request.method} {request.full_path} failed; headers: "
-                  f"{dict(request.headers)}; body: {request.get_data(as_text=True)[:500]}")
+        headers, body = dict(request.headers), request.get_data(as_text=True)[:500]
+        if fault.options.get("escaped"):
+            quoted = json.dumps({"headers": headers, "body": body}).replace("/", "\\/")
+            quoted = f"request {request.method} failed; headers: {quoted}"
+        else:
+            quoted = (f"request {request.method} {request.full_path} failed; headers: "
+                      f"{headers}; body: {body}")
         body = {"message": quoted, "title": quoted, "error": "server_error",
                 "error_description": quoted}
         return json_response(body, fault.status, fault.headers)
@@ -277,16 +294,19 @@ class ResponseCache:
 class EmulatorServer:
     """The emulator on 127.0.0.1 in a background thread (tests) or the foreground (CLI)."""
 
-    def __init__(self, app: EmulatorApp, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: EmulatorApp, host: str = "127.0.0.1", port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.app = app
-        self.server = make_server(host, port, app, threaded=True)
+        #: Serving https with this context (a test certificate), else plain http.
+        self.scheme = "https" if ssl_context is not None else "http"
+        self.server = make_server(host, port, app, threaded=True, ssl_context=ssl_context)
         self.server.daemon_threads = True
         self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_port}"
 
     def api_url(self, api: str, suffix: str = "") -> str:
         return f"{self.url}/{api}{suffix}"

@@ -119,16 +119,13 @@ def position_of(event: dict) -> Position:
 class KeysetPaginator(BaseAPIPaginator["Position | None"]):
     """The position of the last event of each page; the SDK stops on the first empty page.
 
-    A non-empty page ending where the previous one did (an API that repeats the bound) ends
-    the run instead of looping.
+    A page ending where the previous one did (an API ignoring the keyset) is a cycle, which
+    the page loop stops in one line (`client.PageCycleGuard`).
     """
 
     def get_next(self, response: requests.Response) -> Position | None:
         events = page_body(response).get("events") or []
-        if not events:
-            return None
-        position = position_of(events[-1])
-        return None if position == self.current_value else position
+        return position_of(events[-1]) if events else None
 
 
 # ------------------------------------------------------------------------------ stream
