@@ -89,7 +89,13 @@ def send_json(sock: socket.socket, body: t.Any) -> None:
                  b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
 
 
-def trickle(sock: socket.socket, head: bytes, every: float = 0.2) -> None:
+#: Seconds between the bytes of a trickle or the heartbeats of a stream that never ends: far
+#: below the 2 s read timeouts here (40x), so a loaded machine does not trip them by starving
+#: the server's thread.
+EVERY = 0.05
+
+
+def trickle(sock: socket.socket, head: bytes, every: float = EVERY) -> None:
     """`head`, then one byte every `every` seconds until the client goes away."""
     sock.sendall(head)
     while True:
@@ -133,7 +139,7 @@ def box(url: str, **settings: t.Any) -> dict:
 
 @pytest.mark.parametrize("where", ["headers", "body"])
 def test_a_server_trickling_under_the_read_timeout_is_cut_at_the_request_deadline(where):
-    """One byte every 0.2 s never trips a 2 s read timeout; the total deadline (3 x 2 s) ends
+    """One byte every 0.05 s never trips a 2 s read timeout; the total deadline (3 x 2 s) ends
     each try, and after `max_retries: 2` tries the run fails in one line naming it."""
     head = (b"HTTP/1.1 200 OK\r\nX-Slow: " if where == "headers" else
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -160,7 +166,7 @@ def test_an_sse_replay_sending_heartbeats_past_its_bound_ends():
         sock.sendall(head)
         while True:
             sock.sendall(b": heartbeat\n\n")
-            time.sleep(0.2)
+            time.sleep(EVERY)
 
     with hostile(heartbeats) as server:
         config = {"alpaca": {**tap_config(server.url)["alpaca"], "api_url": server.url,
@@ -177,7 +183,7 @@ def test_an_sse_replay_sending_heartbeats_past_its_bound_ends():
 
 
 def test_tail_mode_ends_at_its_deadline_while_a_poll_trickles():
-    """`tail_seconds: 3`; the first tail poll of discue never completes (a byte every 0.2 s,
+    """`tail_seconds: 3`; the first tail poll of discue never completes (a byte every 0.05 s,
     under a 20 s read timeout whose request deadline is 60 s): the run still ends at the
     tail's deadline, with status 0 and the final STATE last."""
     def poll(number: int, _target: str, sock: socket.socket) -> None:
