@@ -11,6 +11,7 @@ members are used only through tap_events/sdk_internals.py.
 from __future__ import annotations
 
 import datetime
+import decimal
 import logging
 import time
 import typing as t
@@ -19,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from http import HTTPStatus
 
+from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
 from singer_sdk.streams.rest import PageContext
@@ -94,6 +96,8 @@ class EventStream(sdk_internals.FastRecordPath):
         self._pages_done = 0
         #: Retention gaps found this run, reported as a failure once data and state are out.
         self._gaps: list[str] = []
+        #: Partitions that failed this run, each with its one-line reason (`get_records`).
+        self._partition_failures: list[str] = []
         self._extracted_at = sdk_internals.utc_now()
         self._extracted_until = 0.0
         if self.window_lag is not None:
@@ -104,6 +108,18 @@ class EventStream(sdk_internals.FastRecordPath):
         """The class to build for these API settings: a stream whose feed is chosen by a
         setting names one class per feed here (the public stream name stays the same)."""
         return cls
+
+    def apply_catalog(self, catalog: t.Any) -> None:
+        """Selection from the catalog; the replication key from the stream itself.
+
+        The SDK also takes the replication key from the catalog, which may have been
+        discovered under another feed setting (`box.enterprise_stream_type`): bookmarking
+        `created_at` on a feed paged by position writes a bookmark the API refuses.
+        """
+        super().apply_catalog(catalog)
+        declared: t.Any = type(self).replication_key
+        # A stream without a key of its own inherits the SDK's property: none.
+        self.replication_key = None if isinstance(declared, property) else declared
 
     # ----------------------------------------------------------------- settings
 
@@ -183,7 +199,7 @@ class EventStream(sdk_internals.FastRecordPath):
             # hand to the target: the next run resumes here instead of re-reading the page.
             self.checkpoint()
         # A gap was logged when found; it fails the run only now, after what exists was loaded.
-        failures += self._gaps
+        failures += self._partition_failures + self._gaps
         if failures:
             self.run.record_failure(self.name, "; ".join(failures))
 
@@ -197,7 +213,25 @@ class EventStream(sdk_internals.FastRecordPath):
             yield from self.tail_records(context)
             return
         self.check_retention(context)
-        yield from super().get_records(context)
+        if context is None:
+            yield from super().get_records(context)
+            return
+        # One partition (a Socotra tenant) failing does not stop the others: it is one line
+        # naming it, its bookmark keeps what was emitted, and the run ends non-zero.
+        try:
+            yield from super().get_records(context)
+        except Exception as error:  # reported in one line; the run fails at its end
+            self._partition_failures.append(self.partition_failure(error, context))
+
+    def partition_failure(self, error: Exception, context: Context) -> str:
+        """One line for a failed partition, naming it; logged now."""
+        message = self.describe_failure(error)
+        label = ", ".join(f"{key} {value}" for key, value in context.items())
+        if not all(str(value) in message for value in context.values()):
+            message = f"{message} [{label}]"
+        self.logger.error("%s", message)
+        self.logger.debug("Traceback for '%s' [%s]", self.name, label, exc_info=True)
+        return message
 
     def tail_records(self, context: Context | None) -> t.Iterable[dict]:
         """New events while tailing (tap_events/tail.py).
@@ -216,6 +250,24 @@ class EventStream(sdk_internals.FastRecordPath):
             return None
         moment = datetime.datetime.fromisoformat(value)
         return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+    def window_start(self, context: Context | None) -> datetime.datetime | None:
+        """Where a windowed read starts: the bookmark minus `lookback_minutes` (for APIs that
+        index events late), never before `start_date`; None reads everything.
+
+        The SDK's starting timestamp is the later of the bookmark and `start_date` (just
+        `start_date` on a first run), so subtracting the lookback and flooring at
+        `start_date` covers every case. The bookmark itself is never lowered, only the
+        request: the overlap is dropped within a run (`dedupe`) and upserted by the target
+        across runs.
+        """
+        starting = self.get_starting_timestamp(context)
+        if starting is None:
+            return None
+        start = starting - datetime.timedelta(minutes=self.settings.get("lookback_minutes", 0))
+        if self.start_date and start < self.start_date:
+            return self.start_date
+        return start
 
     def window_now(self) -> datetime.datetime:
         """The end of a window starting now: `window_lag` ago, in whole seconds."""
@@ -246,6 +298,128 @@ class EventStream(sdk_internals.FastRecordPath):
                 f"{self.error_prefix}the state bookmark {value!r} is not {expected}; fix or "
                 "remove it in the state"
             ) from None
+
+    #: What a bookmark of this stream looks like, for errors (`parse_bookmark`).
+    bookmark_kind: t.ClassVar[str] = "an ISO 8601 date-time with a UTC offset"
+
+    def parse_bookmark(self, value: t.Any) -> t.Any:
+        """A bookmark value as the stream compares it; ValueError when it is not one.
+
+        The one judge of a bookmark, used when it is written (`may_bookmark`) and when it
+        is read from the state (`state_problems`): what one refuses, the other never wrote.
+        This default reads a date-time replication key; cursor streams override it.
+        """
+        if not self.is_timestamp_replication_key:
+            return value
+        if not isinstance(value, str):
+            raise ValueError(value)
+        moment = datetime.datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError(value)
+        return moment
+
+    def bookmark_bound(self, context: Context | None) -> t.Any | None:
+        """The greatest bookmark this run may write (parsed), or None for no bound.
+
+        Date-time bookmarks stop at the run's window end, else at the run's start: an event
+        stamped in the future is emitted, but the bookmark stays behind it, so the next run
+        still reads what arrives meanwhile.
+        """
+        if not self.is_timestamp_replication_key:
+            return None
+        if self.window_lag is not None:
+            return self.window_end
+        return self.run_started
+
+    @property
+    def run_started(self) -> datetime.datetime:
+        """When this run started; while tailing (events arrive as the tail listens), now."""
+        if self.tail is not None:
+            return datetime.datetime.now(datetime.UTC)
+        return self.run.started
+
+    #: Values this far past the bound are named in a warning (closer ones are events of the
+    #: run itself, which the next run simply reads again).
+    FUTURE_WARNING = datetime.timedelta(minutes=1)
+
+    def may_bookmark(self, record: dict, context: Context | None) -> bool:
+        """Whether `record` may move the bookmark (called before the SDK moves it).
+
+        A value the next run would refuse fails the stream now, in one line naming the
+        field; a value past the run's upper bound is emitted without moving the bookmark.
+        """
+        key = t.cast("str", self.replication_key)
+        value = record.get(key)
+        if value is None:
+            return False
+        try:
+            parsed = self.parse_bookmark(value)
+        except (TypeError, ValueError):
+            raise TapEventsError(
+                f"{self.error_prefix}an event whose '{key}' is {value!r}, which is not "
+                f"{self.bookmark_kind}: it cannot be bookmarked (the next run would refuse "
+                f"it); event {str(record)[:120]}"
+            ) from None
+        bound = self.bookmark_bound(context)
+        if bound is None or not self.past(parsed, bound):
+            return True
+        if self.past(parsed, bound, by=self.FUTURE_WARNING):
+            self.logger.warning(
+                "%sevent %s has '%s' %r (%s), past this run's upper bound %s: emitted, but "
+                "the bookmark stays before it", self.error_prefix, self.key_of(record), key,
+                value, self.time_of(parsed).isoformat(), self.time_of(bound).isoformat())
+        return False
+
+    def time_of(self, parsed: t.Any) -> datetime.datetime:
+        """The time a parsed bookmark stands for (for log lines)."""
+        return parsed
+
+    @staticmethod
+    def past(value: t.Any, bound: t.Any, by: datetime.timedelta = datetime.timedelta(0)
+             ) -> bool:
+        """Whether a parsed bookmark lies past `bound` (by more than `by`)."""
+        return bool(value > bound + by)
+
+    def state_problems(self, state: t.Any) -> list[str]:
+        """What is wrong with this stream's entry in the state (read before any request).
+
+        A bookmark of another replication key (a feed switched by a setting) does not fit
+        and is dropped with one line: the stream starts as on a first run. A malformed one is
+        an error: never a silent restart from the beginning.
+        """
+        entries = [state]
+        if isinstance(state, dict) and "partitions" in state:
+            partitions = state["partitions"]
+            if not isinstance(partitions, list):
+                return [f"{self.error_prefix}the state's 'partitions' is {shape(partitions)}, "
+                        "not a list; fix or remove this stream's entry in the state"]
+            entries = [state, *partitions]
+        problems = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                problems.append(f"{self.error_prefix}the state holds {shape(entry)} "
+                                f"{str(entry)[:80]!r} where a bookmark object belongs; fix or "
+                                "remove this stream's entry in the state")
+                continue
+            value = entry.get("replication_key_value")
+            if value is None:
+                continue
+            key = entry.get("replication_key")
+            if key != self.replication_key:
+                self.logger.warning(
+                    "%sthe state's bookmark %s=%r does not fit this feed, which bookmarks "
+                    "'%s' (a setting changed the feed): starting as on a first run",
+                    self.error_prefix, key, value, self.replication_key)
+                entry.pop("replication_key_value", None)
+                entry.pop("replication_key", None)
+                continue
+            try:
+                self.parse_bookmark(value)
+            except (TypeError, ValueError):
+                problems.append(
+                    f"{self.error_prefix}the state bookmark {key}={shown(value)} is not "
+                    f"{self.bookmark_kind}; fix or remove it in the state")
+        return problems
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         """When the last event already loaded was recorded; None on a first run.
@@ -469,11 +643,39 @@ class EventStream(sdk_internals.FastRecordPath):
         raise NotImplementedError
 
     def validate_response(self, response: requests.Response) -> None:
-        """Classify a response and decode its JSON body once (`HttpClient.check`)."""
+        """Classify a response and decode its JSON body once (`HttpClient.check`), then
+        refuse a page without the API's envelope.
+
+        A gateway's error page or a JSON error sent with status 200 is no page of events:
+        read as one it would look "caught up" (no events) and move the bookmark's time. It is
+        retried like a garbled body; after the last try, the stream fails in one line.
+        """
         if response.status_code != HTTPStatus.UNAUTHORIZED:
             self.authenticated()
-        self.http.check(response, self, setting=self.setting_name(self.url_setting),
-                        expects_json=self.expects_json)
+        setting = self.setting_name(self.url_setting)
+        self.http.check(response, self, setting=setting, expects_json=self.expects_json)
+        problem = self.envelope_problem(response)
+        if problem:
+            raise RetriableAPIError(
+                f"{self.error_prefix}HTTP {response.status_code} that is not a page of "
+                f"events: {problem} (check {setting}, and any proxy between)", response)
+
+    #: The list of events in a page body (a JSON object), or None when the body is the list.
+    envelope_key: t.ClassVar[str | None] = None
+
+    def envelope_problem(self, response: requests.Response) -> str | None:
+        """What is wrong with a successful answer's shape, or None when it is a page."""
+        if not self.expects_json or response.request.method == "OPTIONS":
+            return None
+        body = self.page_body(response)
+        if self.envelope_key is None:
+            return None if isinstance(body, list) else f"{shape(body)} instead of a JSON array"
+        if not isinstance(body, dict):
+            return f"{shape(body)} instead of an object with an '{self.envelope_key}' list"
+        if not isinstance(body.get(self.envelope_key), list):
+            return (f"an object without an '{self.envelope_key}' list (keys: "
+                    f"{', '.join(sorted(map(str, body))[:5]) or 'none'})")
+        return None
 
     decode = staticmethod(decode)
 
@@ -596,6 +798,18 @@ class EventStream(sdk_internals.FastRecordPath):
         if len(self._seen_ids) > self.DEDUPE_WINDOW:
             self._seen_ids.popitem(last=False)
         return False
+
+
+def shown(value: t.Any) -> str:
+    """A state value as its JSON text read (the SDK reads JSON numbers with a fraction or
+    exponent as Decimal: 1.2345678901234567e+19, not Decimal('1.2345678901234567E+19'))."""
+    return repr(float(value)) if isinstance(value, decimal.Decimal) else repr(value)
+
+
+def shape(body: t.Any) -> str:
+    """`a JSON string`, `a JSON array`: what a body is, for an error line."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return f"a JSON {names.get(type(body), 'number')}"
 
 
 class CursorStream(EventStream):

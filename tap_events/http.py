@@ -585,17 +585,27 @@ def retry_after_seconds(response: requests.Response) -> float | None:
         value = value.strip()
         if value.replace(".", "", 1).isdigit():
             return float(value)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        when = http_date(value)
+        if when is None:
             return None
-        return max(0.0, when.timestamp() - time.time())
+        # Measured against the server's own clock when it says what time it is: a server
+        # whose clock runs ahead of this machine's must not turn 2 s into an hour.
+        now = http_date(headers.get("Date", "")) or time.time()
+        return max(0.0, when - now)
     reset = headers.get("X-RateLimit-Reset")
     if reset and reset.replace(".", "", 1).isdigit():
         number = float(reset)
         # Epoch seconds are large; small numbers are a delay.
         return max(0.0, number - time.time()) if number > 1e9 else number
     return None
+
+
+def http_date(value: str) -> float | None:
+    """An HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`) as epoch seconds; None if it is not one."""
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 logging.getLogger("backoff").setLevel(logging.ERROR)

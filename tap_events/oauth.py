@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime
 import typing as t
+from http import HTTPStatus
 
 from singer_sdk.authenticators import OAuthAuthenticator
+from singer_sdk.exceptions import RetriableAPIError
 
 from tap_events import sdk_internals
 from tap_events.errors import TapEventsError
-from tap_events.http import decode
-from tap_events.redact import printable
+from tap_events.http import RETRIED_ERRORS, decode
+from tap_events.redact import printable, redact
 
 if t.TYPE_CHECKING:
     import requests
@@ -69,14 +71,55 @@ class ClientCredentials(OAuthAuthenticator):
         age = (datetime.datetime.now(datetime.UTC) - self.last_refreshed).total_seconds()
         return age < self.expires_in - self.EARLY_REFRESH_SECONDS
 
-    def update_access_token(self) -> None:
-        """Mint a token: one POST to the token endpoint; the new token joins the run's secrets."""
-        self.logger.info("Requesting new access token")
-        requested = sdk_internals.utc_now()
+    # ----------------------------------------------------------------- minting
+
+    @property
+    def name(self) -> str:
+        """How retries of the token request are logged (`HttpClient.retrying`)."""
+        return f"{self.label} token request"
+
+    @property
+    def error_prefix(self) -> str:
+        return f"{self.label} token request failed: "
+
+    def api_error_text(self, response: requests.Response) -> str:
+        return response.text[:200].strip()
+
+    def error_hint(self, status: int) -> str:
+        return f"check {self.token_url_setting}; retried with back-off"
+
+    def retry_after_refresh(self, response: requests.Response) -> bool:
+        return False
+
+    def request_token(self) -> requests.Response:
+        """One try at the token request: 429, 5xx and a body that is not JSON are retried
+        (`HttpClient.check`), like every data request; the API refusing the credentials
+        is not."""
         request = self.http.prepare("POST", self.auth_endpoint, data=self.oauth_request_payload)
         response = self.http.request(request, setting=self.token_url_setting)
-        if not response.ok:
-            self.handle_error(content=response.text, status_code=response.status_code)
+        status = response.status_code
+        if HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR \
+                and status != HTTPStatus.TOO_MANY_REQUESTS:
+            self.handle_error(content=response.text, status_code=status)
+        self.http.check(response, self, setting=self.token_url_setting)
+        return response
+
+    def update_access_token(self) -> None:
+        """Mint a token through the API's HTTP client and its retry policy (429, 5xx,
+        connection errors, `max_retries`); failures name the token URL's setting. The new
+        token joins the run's secrets."""
+        self.logger.info("Requesting new access token")
+        requested = sdk_internals.utc_now()
+        try:
+            response = self.http.retrying(self.request_token, self)()
+        except RETRIED_ERRORS as error:
+            what = str(error) if isinstance(error, RetriableAPIError) \
+                else f"{type(error).__name__}: {error}"
+            raise TapEventsError(
+                f"{self.error_prefix}gave up after {self.http.max_tries} tries: "
+                f"{redact(what.removeprefix(self.error_prefix), self.http.secrets)} "
+                f"(check {self.token_url_setting} and the network)".replace("\n", " ")
+            ) from None
         body = self.token_answer(response)
         token = body["access_token"]
         self.access_token = token

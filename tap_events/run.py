@@ -6,6 +6,7 @@ into the tap by attribute name.
 
 from __future__ import annotations
 
+import datetime
 import typing as t
 from dataclasses import dataclass, field
 
@@ -28,6 +29,9 @@ class RunContext:
     failures: dict[str, str] = field(default_factory=dict)
     #: The tap's message writer.
     writer: t.Any = None
+    #: When the run started: the upper bound of bookmarks that have no window of their own.
+    started: datetime.datetime = field(
+        default_factory=lambda: datetime.datetime.now(datetime.UTC))
     _http: dict[str, HttpClient] = field(default_factory=dict)
     _auth: dict[str, Auth] = field(default_factory=dict)
 

@@ -125,6 +125,21 @@ class FastRecordPath(RESTStream):
                 )
         self.state_manager.is_flushed = False
 
+    def may_bookmark(self, record: dict, context: Context | None) -> bool:
+        """Whether `record` may move the bookmark (the stream base says when)."""
+        return True
+
+    def _increment_stream_state(self, latest_record: dict, *,
+                                context: Context | None = None) -> None:
+        """The SDK's bookmark step, asked first whether this record may move the bookmark.
+
+        The SDK has no public hook between "record written" and "bookmark moved"; the tap
+        needs one to refuse a bookmark the next run could not read and one past the run's
+        upper bound (an event stamped in 2099).
+        """
+        if self.may_bookmark(latest_record, context):
+            super()._increment_stream_state(latest_record, context=context)
+
     def _process_record(
         self,
         record: dict,

@@ -102,6 +102,15 @@ class SSEStream(CursorStream):
         idle = self.idle_seconds
         return self.http.timeout(idle if self.tail is None else self.tail.read_timeout(idle))
 
+    def envelope_problem(self, response: requests.Response) -> str | None:
+        """An answer that is not an event stream (a gateway's JSON or HTML with status 200)
+        would read as a stream that closed with nothing new: "caught up"."""
+        kind = response.headers.get("Content-Type", "")
+        if kind.split(";")[0].strip().lower() == "text/event-stream":
+            return None
+        response.close()
+        return f"Content-Type {kind or 'missing'!r} instead of 'text/event-stream'"
+
     @property
     def request_deadline(self) -> float:
         """A connection ends by the replay's upper bound (`upper_bound`) plus a grace of a

@@ -16,7 +16,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import StateMessage
 
 from tap_events import config, parallel, sdk_internals, tail
-from tap_events.client import EventStream
+from tap_events.client import EventStream, shape
 from tap_events.http import DEFAULT_MAX_RESPONSE_MB
 from tap_events.redact import RedactingFilter, redact
 from tap_events.run import RunContext
@@ -198,6 +198,53 @@ class TapEvents(sdk_internals.TerminationHook):
     def record_failure(self, stream_name: str, message: str) -> None:
         self.run.record_failure(stream_name, message)
 
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        """The SDK's merge of the state, for the entries it can read; what it cannot read
+        (odd shapes) is kept as a problem, reported before any request (`check_state`)."""
+        self.state_shape_problems: list[str] = []
+        if not isinstance(state, dict):
+            self.state_shape_problems.append(
+                f"the state is {shape(state)}, not an object with 'bookmarks'; fix or remove "
+                "the state")
+            return
+        bookmarks = state.get("bookmarks", {})
+        if not isinstance(bookmarks, dict):
+            self.state_shape_problems.append(
+                f"the state's 'bookmarks' is {shape(bookmarks)}, not an object of streams; "
+                "fix or remove the state")
+            return
+        #: Every stream the state names, readable or not (`check_state`).
+        self.state_stream_names = list(bookmarks)
+        readable = {}
+        for name, entry in bookmarks.items():
+            if isinstance(entry, dict):
+                readable[name] = entry
+            else:
+                self.state_shape_problems.append(
+                    f"the state's bookmark of stream '{name}' is {shape(entry)} "
+                    f"{str(entry)[:80]!r}, not an object; fix or remove it in the state")
+        super().load_state({**state, "bookmarks": readable})
+
+    def check_state(self) -> None:
+        """Read every bookmark before any request: a malformed one fails the run in one
+        line naming the stream and the value (never a silent restart from the beginning);
+        bookmarks of streams the tap does not have get one warning."""
+        problems = list(getattr(self, "state_shape_problems", []))
+        unknown = [name for name in getattr(self, "state_stream_names", [])
+                   if name not in self.streams]
+        for name, entry in (self.state.get("bookmarks") or {}).items():
+            stream = self.streams.get(name)
+            if (isinstance(stream, EventStream) and stream.selected
+                    and stream.source.is_configured(self.config)):
+                problems += stream.state_problems(entry)
+        if unknown:
+            self.logger.warning("The state holds bookmarks of streams this tap does not "
+                                "have, ignored: %s", ", ".join(sorted(unknown)))
+        if problems:
+            for problem in problems:
+                self.logger.error("%s", redact(problem, self.run.secrets))
+            sys.exit(1)
+
     # `Tap.sync_all` is @final in singer-sdk's annotations; this override calls it (or runs
     # one process per API) and ends the run non-zero when a stream failed.
     def sync_all(self) -> None:  # type: ignore[misc]
@@ -206,6 +253,7 @@ class TapEvents(sdk_internals.TerminationHook):
         The run still ends non-zero when any stream failed, so a scheduler alerts, and the
         state each stream emitted before failing is kept.
         """
+        self.check_state()
         apis = self.apis_to_sync()
         self.log_unconfigured_apis()
         if not apis:

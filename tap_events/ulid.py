@@ -30,6 +30,19 @@ def is_ulid(value: object) -> t.TypeGuard[str]:
     return isinstance(value, str) and bool(_PATTERN.fullmatch(value.upper()))
 
 
+#: Crockford base32 reads these letters as the digits they look like.
+_CROCKFORD_ALIASES = str.maketrans({"I": "1", "L": "1", "O": "0"})
+
+
+def normalize(value: object) -> str | None:
+    """The ULID `value` spells, per Crockford base32 (case-insensitive; I and L are 1, O is
+    0), or None when it spells none."""
+    if not isinstance(value, str):
+        return None
+    decoded = value.upper().translate(_CROCKFORD_ALIASES)
+    return decoded if is_ulid(decoded) else None
+
+
 def timestamp_ms(ulid: str) -> int:
     """The millisecond time a ULID carries."""
     if not is_ulid(ulid):

@@ -37,6 +37,8 @@ SDK_METHOD_SHA256 = {
     "_process_record": "8529b9f3ce2f849db6858c120e7ea1b8ff246714ea48edb355ca3eb6a9c27c0b",
     # The loop calling both, once per record, with those arguments.
     "_sync_records": "8928dc7f50e9bf57cc98734b30e3953b0e19007f85fe020a0c80ccdbcf5d329f",
+    # sdk_internals.FastRecordPath._increment_stream_state asks `may_bookmark` first.
+    "_increment_stream_state": "cabc0edb2fd4f0000dbd140a870dae871400ba13293bd2ecd8bdd93d0fb033bc",
     # sdk_internals.write_state_message: STATE now, only when it changed.
     "_write_state_message": "f82ecd8d169868234742e45a855006fd2596c96cab9d3d9f975a13517c6e3fda",
 }

@@ -13,8 +13,9 @@ Control endpoints (JSON), used by tests, the demo and the benchmarks:
   (answer `status`, 302 by default, with `Location: <options.to><the request's path and
   query>`: `to` empty is a redirect to the same URL, another origin, or plain http), `mutate`
   (the normal answer with one JSON value replaced by `options.value`: the first value of a
-  field named in `options.keys` if given, else one picked by `options.seed`; in an event
-  stream, inside one `data:` payload); any other kind belongs to the API (e.g. Alpaca's
+  field named in `options.keys` if given (the last one with `options.last`), else one
+  picked by `options.seed`; in an event stream, inside one `data:` payload); any other kind
+  belongs to the API (e.g. Alpaca's
   `sse_internal_error`), which finds the fault in the request's WSGI environ under
   `emulator.fault` and reads its `options`;
 - `DELETE /_emulator/faults`: clear them.
@@ -173,7 +174,8 @@ class EmulatorApp:
             response.set_data(data[: max(1, fault.options.get("keep", len(data) // 2))])
         if fault and fault.kind == "mutate":
             pick = Pick(random.Random(fault.options.get("seed", 0)),
-                        tuple(fault.options.get("keys", ())))
+                        tuple(fault.options.get("keys", ())),
+                        bool(fault.options.get("last", False)))
             response.set_data(mutated(response.get_data(), pick, fault.options.get("value")))
         return response
 
@@ -357,6 +359,9 @@ class Pick:
 
     rng: random.Random
     keys: tuple[str, ...] = ()
+    #: Replace the last of the shallowest fields named in `keys` (in an event stream, in the
+    #: last `data:` payload) instead of the first: the event that ends a page.
+    last: bool = False
 
 
 def mutated(data: bytes, pick: Pick, value: t.Any) -> bytes:
@@ -370,7 +375,8 @@ def mutated(data: bytes, pick: Pick, value: t.Any) -> bytes:
     payloads = [n for n, line in enumerate(lines) if line.startswith(b"data:")]
     if not payloads:
         return data
-    number = payloads[0] if pick.keys else pick.rng.choice(payloads)
+    number = (payloads[-1] if pick.last else payloads[0]) if pick.keys \
+        else pick.rng.choice(payloads)
     try:
         payload = replace_one(orjson.loads(lines[number][5:]), pick, value)
     except orjson.JSONDecodeError:
@@ -391,9 +397,12 @@ def replace_one(document: t.Any, pick: Pick, value: t.Any) -> t.Any:
     """`document` with one of its first 2000 values (the whole document included) replaced,
     visited breadth first so `pick.keys` finds the shallowest field of those names."""
     places: list[tuple[t.Any, t.Any]] = [(None, None)]
-    pending = deque([document])
+    pending = deque([(document, 0)])
+    found: list[tuple[int, t.Any, t.Any]] = []
     while pending and len(places) < 2000:
-        node = pending.popleft()
+        node, depth = pending.popleft()
+        if found and depth > found[0][0]:
+            break  # only the shallowest fields of the names in `keys`
         if isinstance(node, dict):
             keys: t.Iterable[t.Any] = list(node)
         elif isinstance(node, list):
@@ -402,11 +411,18 @@ def replace_one(document: t.Any, pick: Pick, value: t.Any) -> t.Any:
             continue
         for key in keys:
             if key in pick.keys:
-                node[key] = value
-                return document
+                found.append((depth, node, key))
+                if not pick.last:
+                    break
+                continue
             places.append((node, key))
-            pending.append(node[key])
+            pending.append((node[key], depth + 1))
+        if found and not pick.last:
+            break
     if pick.keys:
+        if found:
+            _, node, key = found[-1]
+            node[key] = value
         return document
     parent, key = pick.rng.choice(places)
     if parent is None:

@@ -64,6 +64,8 @@ USER_EVENT_TYPES = ["ITEM_UPLOAD", "ITEM_DOWNLOAD", "ITEM_PREVIEW", "ITEM_MOVE",
                     "LOCK_CREATE"]
 ENTERPRISE_EVENT_TYPES = ["LOGIN", "FAILED_LOGIN", "UPLOAD", "DOWNLOAD", "PREVIEW", "DELETE",
                           "COLLABORATION_INVITE", "SHIELD_ALERT", "GROUP_ADD_USER", "EDIT_USER"]
+#: Indexes of late admin_logs events start here (their ids differ from every other event's).
+LATE_INDEX = 10**9
 NAMES = ["Dana Ortiz", "Lee Park", "Sam Rivera", "Ada Moss", "Kim Novak", "Omar Haddad"]
 
 
@@ -124,8 +126,15 @@ class BoxAPI(EmulatedAPI):
         self.max_retries = max_retries
         self.channels: OrderedDict[str, int] = OrderedDict()
         self.channel_numbers = itertools.count()
+        #: admin_logs events indexed late (`add_events(feed="late")`), in the order added.
+        self.late: list[dict] = []
 
     def add_events(self, count: int, feed: str = "all", **options: t.Any) -> dict[str, t.Any]:
+        """`feed="late"`: `count` admin_logs events indexed only now, stamped
+        `seconds_before` (default 120) before the newest enterprise event: what Box's
+        higher-latency `admin_logs` does (../shared/apis/box.md, "admin_logs lateness")."""
+        if feed == "late":
+            return self.add_late_events(count, float(options.get("seconds_before", 120)))
         with self.lock:
             if feed in ("all", "user"):
                 self.user_count += count
@@ -135,8 +144,21 @@ class BoxAPI(EmulatedAPI):
             self.added.notify_all()
             return {"user_events": self.user_count, "enterprise_events": self.enterprise_count}
 
+    def add_late_events(self, count: int, seconds_before: float) -> dict[str, t.Any]:
+        with self.lock:
+            newest = self.time_of(self.enterprise_count - 1)
+            for _ in range(count):
+                number = len(self.late)
+                event = self.enterprise_event(LATE_INDEX + number)
+                event["created_at"] = box_time(
+                    newest - datetime.timedelta(seconds=seconds_before), number)
+                self.late.append(event)
+            self.added.notify_all()
+            return {"late_events": len(self.late)}
+
     def stream_counts(self) -> dict[str, int]:
-        return {"box_events": self.user_count, "box_enterprise_events": self.enterprise_count}
+        return {"box_events": self.user_count,
+                "box_enterprise_events": self.enterprise_count + len(self.late)}
 
     def error(self, status: int, code: str, message: str) -> Response:
         return json_response({
@@ -254,6 +276,8 @@ class BoxAPI(EmulatedAPI):
                 return oauth_error("invalid_grant", refusal)
         elif form.get("box_subject_type") not in ("enterprise", "user"):
             return oauth_error("invalid_request", "Invalid box_subject_type")
+        elif not form.get("box_subject_id"):
+            return oauth_error("invalid_request", "Missing box_subject_id")
         token = "minted-" + secrets.token_hex(12)
         with self.lock:
             self.tokens[token] = time.time() + self.token_ttl
@@ -451,6 +475,9 @@ class BoxAPI(EmulatedAPI):
         except ValueError as error:
             return self.error(400, "bad_request", f"Invalid created_after/created_before: "
                               f"{error}")
+        if self.late:
+            return self.admin_logs_with_late(args.get("stream_position"), after, before,
+                                             limit, types)
         count = self.enterprise_count
         raw = args.get("stream_position")
         if raw in (None, "", "0"):
@@ -476,6 +503,30 @@ class BoxAPI(EmulatedAPI):
             return json_response({"chunk_size": 0, "entries": [], "next_stream_position": 0})
         return json_response({"chunk_size": len(entries), "entries": entries,
                               "next_stream_position": ENTERPRISE_BASE + index})
+
+    def admin_logs_with_late(self, raw: str | None, after: datetime.datetime | None,
+                             before: datetime.datetime | None, limit: int,
+                             types: set[str]) -> Response:
+        """`admin_logs` once late events exist: the window's events in time order, late ones
+        among them; a position is an offset into that (fixed) window."""
+        def fits(moment: datetime.datetime, event_type: str) -> bool:
+            return ((after is None or moment >= after) and (before is None or moment <= before)
+                    and (not types or event_type in types))
+
+        window = [(self.time_of(index), index, None) for index in range(self.enterprise_count)
+                  if fits(self.time_of(index), self.enterprise_type(index))]
+        window += [(parse_time(event["created_at"]), -1, event) for event in self.late
+                   if fits(parse_time(event["created_at"]), event["event_type"])]
+        window.sort(key=lambda item: item[0])
+        offset = 0 if raw in (None, "", "0") else int(raw) - ENTERPRISE_BASE
+        if not 0 <= offset <= len(window):
+            return self.error(400, "bad_request", f"Invalid stream_position {raw!r}")
+        page = window[offset:offset + limit]
+        if not page:
+            return json_response({"chunk_size": 0, "entries": [], "next_stream_position": 0})
+        entries = [event or self.enterprise_event(index) for _, index, event in page]
+        return json_response({"chunk_size": len(entries), "entries": entries,
+                              "next_stream_position": ENTERPRISE_BASE + offset + len(page)})
 
 
 def oauth_error(error: str, description: str) -> Response:

@@ -269,6 +269,7 @@ class AlpacaStream(SSEStream):
         self._until: datetime.datetime | None = None
         self._resumed_from: str | None = None
         self._newest: str | None = None
+        self._odd_logged = False
 
     # ----------------------------------------------------------------- bounds
 
@@ -291,16 +292,21 @@ class AlpacaStream(SSEStream):
             return rfc3339(moment)
         return ulid.encode(ulid.milliseconds(moment), 0 if lowest else ulid.MAX_RANDOMNESS)
 
-    def upper_bound(self) -> datetime.datetime | None:
-        return self._until
-
     def start_run(self, context: Context | None) -> None:
         """Fix this run's upper bound and read the bookmark (ULIDs only: with no bookmark the
         SDK hands back `start_date`)."""
         self._until = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-        value = self.get_starting_replication_key_value(context)
-        self._resumed_from = str(value).upper() if ulid.is_ulid(value) else None
+        # The state was checked before the run (`state_problems`): a bookmark is a ULID.
+        value = self.bookmark(context)
+        self._resumed_from = None if value is None else self.parse_bookmark(value)
         self._newest = self._resumed_from
+
+    bookmark_kind = "a ULID (26 characters of Crockford base32)"
+
+    def parse_bookmark(self, value: t.Any) -> str:
+        if not ulid.is_ulid(value):
+            raise ValueError(value)
+        return str(value).upper()
 
     def read_from(self) -> datetime.datetime:
         """`lookback_minutes` before the newest event emitted, else `start_date`, else all."""
@@ -321,20 +327,44 @@ class AlpacaStream(SSEStream):
         on the id): dropping every id at or below the bookmark would also drop an event that
         reached Alpaca late with an older id, which is what the overlap is there to catch.
         """
-        event_id = event.get(self.id_field)
-        if not ulid.is_ulid(event_id):
+        raw = event.get(self.id_field)
+        if not isinstance(raw, str) or not raw:
             raise TapEventsError(
-                f"{self.error_prefix}an event without a ULID in '{self.id_field}': "
+                f"{self.error_prefix}an event without an id in '{self.id_field}': "
                 f"{str(event)[:120]}"
             )
-        event_id = event_id.upper()
+        # Alpaca's own samples spell ids with I, L or O, which Crockford base32 reads as
+        # 1, 1 and 0: the id as sent stays in the record, the decoded ULID drives the cursor.
+        event_id = ulid.normalize(raw)
         # The key (an activity's `ref_id`, which a redelivery repeats) is what dedupe uses.
         self.check_keys(event)
         if self.seen_before(self.key_of(event)):
             return False
-        self._newest = max(self._newest or event_id, event_id)
+        if event_id is None:
+            self.odd_event(raw, "is not a ULID")
+        elif ulid.datetime_of(event_id) > self.upper_bound() + self.FUTURE_WARNING:
+            self.odd_event(raw, f"is stamped {ulid.datetime_of(event_id).isoformat()}, past "
+                           "this run's upper bound")
+        elif ulid.datetime_of(event_id) <= self.upper_bound():
+            self._newest = max(self._newest or event_id, event_id)
         event[CURSOR_FIELD] = self._newest
         return True
+
+    def upper_bound(self) -> datetime.datetime:
+        """`until` of this run's reads; while tailing (no `until`), now."""
+        if self.tail is not None or self._until is None:
+            return datetime.datetime.now(datetime.UTC)
+        return self._until
+
+    def odd_event(self, event_id: str, why: str) -> None:
+        """An event emitted without moving the cursor: one warning per stream and run."""
+        if self._odd_logged:
+            return
+        self._odd_logged = True
+        self.logger.warning(
+            "%san event whose %s %r %s: emitted, but the bookmark does not move past it "
+            "(further such events are not logged)", self.error_prefix, self.id_field,
+            event_id, why)
 
     def read_comment(self, text: str) -> str | None:
         """Why a comment means "reconnect", or None for a heartbeat or anything else."""

@@ -105,10 +105,12 @@ def parse_cursor(cursor: str) -> Position:
 
 def position_of(event: dict) -> Position:
     stored_at = event.get("stored_at")
-    if not isinstance(stored_at, int) or isinstance(stored_at, bool) or not event.get("id"):
+    if (not isinstance(stored_at, int) or isinstance(stored_at, bool) or stored_at < 0
+            or not event.get("id")):
         # The stream's failure report adds the prefix naming the stream.
         raise TapEventsError(
-            f"an event without an integer stored_at and an id cannot be bookmarked: "
+            f"an event without a non-negative integer 'stored_at' and an 'id' cannot be "
+            "bookmarked (the next run would refuse the position): "
             f"id={event.get('id')!r}, stored_at={stored_at!r}"
         )
     return stored_at, str(event["id"])
@@ -140,6 +142,7 @@ class DiscueEventsStream(CursorStream):
     # not compared, so the server's tie-break order within a millisecond does not matter.
     replication_key = CURSOR_FIELD
     dedupe = True
+    envelope_key = "events"
     # discue cannot filter by time alone, so the tap does.
     start_date_field = "stored_at"
     retention = datetime.timedelta(hours=24)
@@ -159,16 +162,33 @@ class DiscueEventsStream(CursorStream):
 
     # ----------------------------------------------------------------- positions
 
+    bookmark_kind = "a position `<stored_at ms>:<event id>`"
+
+    def parse_bookmark(self, value: t.Any) -> Position:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return parse_cursor(value)
+
+    def bookmark_bound(self, context: Context | None) -> Position:
+        """The run's start: an event stored later (or stamped in the future) is read again
+        by the next run rather than bookmarked."""
+        return (int(self.run_started.timestamp() * 1000), "")
+
+    @staticmethod
+    def past(value: Position, bound: Position,
+             by: datetime.timedelta = datetime.timedelta(0)) -> bool:
+        return value[0] > bound[0] + by.total_seconds() * 1000
+
+    def time_of(self, parsed: Position) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(parsed[0] / 1000, datetime.UTC)
+
     def starting_position(self, context: Context | None) -> Position | None:
         """The bookmarked position, or None to read all that discue keeps."""
-        return self.parsed_bookmark(context, parse_cursor,
-                                    "a position `<stored_at ms>:<event id>`")
+        return self.parsed_bookmark(context, self.parse_bookmark, self.bookmark_kind)
 
     def bookmark_time(self, context: Context | None) -> datetime.datetime | None:
         position = self.starting_position(context)
-        if position is None:
-            return None
-        return datetime.datetime.fromtimestamp(position[0] / 1000, datetime.UTC)
+        return None if position is None else self.time_of(position)
 
     def get_new_paginator(self) -> KeysetPaginator:
         start = self.starting_position(self.context)
