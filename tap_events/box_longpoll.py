@@ -143,7 +143,8 @@ class LongPollStream(EventStream):
         if status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
             return self.REFUSED
         try:
-            self.validate_response(response)
+            # A wake-up (`{"message": "new_change"}`), not a page: no `entries` envelope.
+            self.classify(response)
         except RetriableAPIError as error:
             self.logger.warning("%s: long poll failed: %s", self.name, error)
             return self.FAILED

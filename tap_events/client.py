@@ -650,15 +650,21 @@ class EventStream(sdk_internals.FastRecordPath):
         read as one it would look "caught up" (no events) and move the bookmark's time. It is
         retried like a garbled body; after the last try, the stream fails in one line.
         """
-        if response.status_code != HTTPStatus.UNAUTHORIZED:
-            self.authenticated()
-        setting = self.setting_name(self.url_setting)
-        self.http.check(response, self, setting=setting, expects_json=self.expects_json)
+        setting = self.classify(response)
         problem = self.envelope_problem(response)
         if problem:
             raise RetriableAPIError(
                 f"{self.error_prefix}HTTP {response.status_code} that is not a page of "
                 f"events: {problem} (check {setting}, and any proxy between)", response)
+
+    def classify(self, response: requests.Response) -> str:
+        """Classify any answer of the API (a page, a long poll's wake-up) and decode its JSON
+        body once (`HttpClient.check`); the URL setting it came from."""
+        if response.status_code != HTTPStatus.UNAUTHORIZED:
+            self.authenticated()
+        setting = self.setting_name(self.url_setting)
+        self.http.check(response, self, setting=setting, expects_json=self.expects_json)
+        return setting
 
     #: The list of events in a page body (a JSON object), or None when the body is the list.
     envelope_key: t.ClassVar[str | None] = None

@@ -193,6 +193,7 @@ def test_the_tap_emits_box_times_in_utc_as_the_instants_the_api_sent(emulator, c
     token = requests.post(settings["token_url"], timeout=30, data={
         "grant_type": "client_credentials", "client_id": settings["client_id"],
         "client_secret": settings["client_secret"], "box_subject_type": "enterprise",
+        "box_subject_id": settings["subject_id"],
     }).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     while True:  # the same feed, read straight from the API
