@@ -57,8 +57,9 @@ class EventStream(sdk_internals.FastRecordPath):
     #: What to check for an HTTP status, per API: {401: "check box.access_token"}.
     error_hints: t.ClassVar[t.Mapping[int, str]] = {}
 
-    #: Drop records whose primary key was already emitted in this run (at-least-once feeds).
-    dedupe: t.ClassVar[bool] = False
+    #: Drop records whose primary key was already emitted in this run. On by default: every
+    #: API here resends events (at-least-once feeds, lookback overlaps, repeated pages).
+    dedupe: t.ClassVar[bool] = True
     #: Events remembered per run to drop the repeats at-least-once feeds send. Bounded so
     #: memory stays flat however long the run; repeats arrive close together.
     DEDUPE_WINDOW = 50_000

@@ -92,16 +92,17 @@ class ClientCredentials(OAuthAuthenticator):
         return False
 
     def request_token(self) -> requests.Response:
-        """One try at the token request: 429, 5xx and a body that is not JSON are retried
-        (`HttpClient.check`), like every data request; the API refusing the credentials
-        is not."""
+        """One try at the token request: 429 and 5xx are retried (`HttpClient.check`), like
+        every data request; the API refusing the credentials is not."""
         request = self.http.prepare("POST", self.auth_endpoint, data=self.oauth_request_payload)
         response = self.http.request(request, setting=self.token_url_setting)
         status = response.status_code
         if HTTPStatus.BAD_REQUEST <= status < HTTPStatus.INTERNAL_SERVER_ERROR \
                 and status != HTTPStatus.TOO_MANY_REQUESTS:
             self.handle_error(content=response.text, status_code=status)
-        self.http.check(response, self, setting=self.token_url_setting)
+        # The body is read here (size cap) and checked by `token_answer`: a 200 that is not a
+        # token (a portal's sign-in page) will not heal by asking again.
+        self.http.check(response, self, setting=self.token_url_setting, expects_json=False)
         return response
 
     def update_access_token(self) -> None:

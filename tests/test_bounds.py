@@ -230,16 +230,17 @@ def query(target: str, name: str) -> str | None:
     return parse_qs(urlsplit(target).query).get(name, [None])[0]
 
 
+# Box positions are strings of digits (the tap refuses to bookmark anything else).
 def box_a_b_a(_n: int, target: str, sock: socket.socket) -> None:
-    pages = {"A": ([3], "B"), "B": ([4], "A")}
-    numbers, following = pages.get(query(target, "stream_position") or "", ([1, 2], "A"))
+    pages = {"1001": ([3], "1002"), "1002": ([4], "1001")}
+    numbers, following = pages.get(query(target, "stream_position") or "", ([1, 2], "1001"))
     send_json(sock, {"entries": [box_event(n) for n in numbers], "chunk_size": len(numbers),
                      "next_stream_position": following})
 
 
 def box_ever_new(number: int, _target: str, sock: socket.socket) -> None:
     send_json(sock, {"entries": [box_event(1), box_event(2)], "chunk_size": 2,
-                     "next_stream_position": f"P{number}"})
+                     "next_stream_position": f"{5000 + number}"})
 
 
 def socotra_a_b_a(_n: int, target: str, sock: socket.socket) -> None:
@@ -260,9 +261,9 @@ def socotra(url: str) -> dict:
 
 CYCLES = {
     "box positions A-B-A": (box_a_b_a, box, "box_events", "event_id",
-                            ["e1", "e2", "e3", "e4"], "'A'", 3),
+                            ["e1", "e2", "e3", "e4"], "'1001'", 3),
     "box ever-new positions": (box_ever_new, box, "box_events", "event_id",
-                               ["e1", "e2"], "'P3'", 4),
+                               ["e1", "e2"], "'5003'", 4),
     "socotra tokens A-B-A": (socotra_a_b_a, socotra, "socotra_events", "locator",
                              ["l1", "l2", "l3", "l4"], "'A'", 3),
     "discue ignoring the keyset": (

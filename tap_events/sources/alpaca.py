@@ -253,6 +253,8 @@ class AlpacaStream(SSEStream):
     bound_parameters: t.ClassVar[tuple[str, str]] = ("since", "until")
     # The cursor field only grows (it is a running maximum), so every STATE is a resume point.
     replication_key = CURSOR_FIELD
+    # Repeats are dropped as events are read (`is_new`), before one can move the cursor.
+    dedupe = False
     RECONNECT_AT_ONCE = ("slow-reader",)
 
     error_hints: t.ClassVar[Mapping[int, str]] = {

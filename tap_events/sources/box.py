@@ -345,7 +345,6 @@ class BoxStream(CursorStream):
     schema = EVENT_SCHEMA
     # Positions are opaque: the bookmark is the position carried by the last emitted event.
     replication_key = POSITION_FIELD
-    dedupe = True
     start_date_field = "created_at"
     envelope_key = "entries"
 

@@ -141,7 +141,6 @@ class DiscueEventsStream(CursorStream):
     # The bookmark is the position of the last emitted event in the server's order; ids are
     # not compared, so the server's tie-break order within a millisecond does not matter.
     replication_key = CURSOR_FIELD
-    dedupe = True
     envelope_key = "events"
     # discue cannot filter by time alone, so the tap does.
     start_date_field = "stored_at"

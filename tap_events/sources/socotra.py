@@ -130,7 +130,6 @@ class SocotraStream(EventStream):
 
     # A listing paged by offset repeats a row when the list shifts between two pages; the
     # event stream repeats events across its lookback. Either way: once per run.
-    dedupe = True
 
     error_hints: t.ClassVar[Mapping[int, str]] = {
         HTTPStatus.UNAUTHORIZED: "check socotra.token: a valid, unexpired personal "
