@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from http import HTTPStatus
 
+import requests
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
 from singer_sdk.streams.rest import PageContext
@@ -30,7 +31,6 @@ from tap_events.oauth import ClientCredentials
 from tap_events.timestamps import UtcTimestamps
 
 if t.TYPE_CHECKING:
-    import requests
     from requests import Session
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
@@ -330,13 +330,18 @@ class EventStream(sdk_internals.FastRecordPath):
 
     def prepare_page(self, context: Context | None, paginator: BaseAPIPaginator
                      ) -> requests.PreparedRequest:
-        """The next page's request, from the SDK's public `get_http_request`."""
+        """The next page's request, from the SDK's public `get_http_request`, not yet
+        authenticated: `send_page` authenticates it inside the retry loop, so a token request
+        gets the tap's retries (the SDK's `build_prepared_request` would mint the token here,
+        outside them)."""
         request = self.get_http_request(
             page=PageContext(stream_context=context, next_page_token=paginator.current_value))
         body = "json" if self.payload_as_json else "data"
-        return self.build_prepared_request(
+        headers = {"User-Agent": self.user_agent, **request.headers}
+        # A request's own `auth` takes the place of the session's (set by the SDK).
+        return self.requests_session.prepare_request(requests.Request(
             method=request.method, url=request.url, params=request.encode_params(),
-            headers=request.headers, **{body: request.data})
+            headers=headers, auth=unauthenticated, **{body: request.data}))
 
     # ----------------------------------------------------------------- paging
 
@@ -705,3 +710,8 @@ class PageCycleGuard:
         self.read[self.key_hash(record)] = None
         if len(self.read) > self.REMEMBERED_KEYS:
             del self.read[next(iter(self.read))]
+
+
+def unauthenticated(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """No authentication yet (`EventStream.prepare_page`)."""
+    return request

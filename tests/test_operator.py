@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -251,3 +253,90 @@ def test_sample_config_with_one_api_filled_in_runs_that_api(emulator, config):
     run = run_tap(sample)
     assert run.returncode == 0, run.stderr
     assert len(run.records("discue_events")) == emulator.stream_counts()["discue_events"]
+
+
+# ----------------------------------------------------------------- faults that cannot heal
+
+
+class NotTLS:
+    """A local server that answers every connection in plain HTTP, whatever it is sent: a TLS
+    client meets a protocol error on its first bytes. Counts the connections."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def not_tls():
+    server = NotTLS()
+    yield server
+    server.close()
+
+
+def retry_lines(run: TapRun) -> list[str]:
+    return [line for line in log_lines(run, "WARNING") if ": retry " in line]
+
+
+@pytest.mark.parametrize("setting", ["token_url", "api_url"])
+def test_a_tls_error_fails_at_once_naming_the_url_setting_used(emulator, config, not_tls,
+                                                                setting):
+    box = {**config["box"], setting: f"https://127.0.0.1:{not_tls.port}/box/x"}
+    if setting == "api_url":
+        box = {"api_url": box["api_url"], "access_token": "a-token"}
+    run = run_tap({"box": box}, streams=["box_events"])
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    line = next(line for line in log_lines(run, "ERROR") if "'box_events'" in line)
+    assert "TLS handshake failed" in line
+    assert f"check box.{setting})" in line
+    assert f"https://127.0.0.1:{not_tls.port}/box/x" in line
+    assert retry_lines(run) == []
+    assert not_tls.connections == 1
+
+
+def test_an_unknown_host_fails_at_once_naming_the_token_url(config):
+    box = {**config["box"], "token_url": "https://tap-events-test.invalid/oauth2/token"}
+    run = run_tap({"box": box}, streams=["box_events"])
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    line = next(line for line in log_lines(run, "ERROR") if "'box_events'" in line)
+    assert "unknown host for https://tap-events-test.invalid/oauth2/token" in line
+    assert "check box.token_url)" in line
+    assert retry_lines(run) == []
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return server.getsockname()[1]
+
+
+def test_a_refused_token_request_keeps_the_retry_budget_and_a_dead_api_is_tried_once(config):
+    """Refused connections may heal (the API restarts): retried within max_retries, token
+    requests too. The API's next stream does not spend another budget on it."""
+    box = {**config["box"], "token_url": f"http://127.0.0.1:{closed_port()}/oauth2/token"}
+    run = run_tap({"box": box, "max_retries": 3, "parallel_apis": False},
+                  streams=["box_events", "box_enterprise_events"])
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert len(retry_lines(run)) == 2, run.stderr
+    failed = [line for line in log_lines(run, "ERROR") if "failed after retries" in line
+              and "(check box.token_url and the network)" in line]
+    assert {stream for stream in ("'box_events'", "'box_enterprise_events'")
+            if any(stream in line for line in failed)} == {"'box_events'",
+                                                           "'box_enterprise_events'"}
