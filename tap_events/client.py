@@ -94,6 +94,8 @@ class EventStream(sdk_internals.FastRecordPath):
         self._pages_done = 0
         #: Retention gaps found this run, reported as a failure once data and state are out.
         self._gaps: list[str] = []
+        #: Seconds spent syncing this run (a tailing stream syncs again and again).
+        self.sync_seconds = 0.0
         self._extracted_at = sdk_internals.utc_now()
         self._extracted_until = 0.0
         if self.window_lag is not None:
@@ -168,6 +170,7 @@ class EventStream(sdk_internals.FastRecordPath):
         if self.tail is not None and self.window_lag is not None:
             # Each poll of a tail run reads a new window, up to the time of that poll.
             self.window_end = self.window_now()
+        started = time.monotonic()
         failures: list[str] = []
         try:
             super().sync(context)
@@ -182,6 +185,7 @@ class EventStream(sdk_internals.FastRecordPath):
             # The bookmark in memory covers only records already written, so it is safe to
             # hand to the target: the next run resumes here instead of re-reading the page.
             self.checkpoint()
+        self.sync_seconds += time.monotonic() - started
         # A gap was logged when found; it fails the run only now, after what exists was loaded.
         failures += self._gaps
         if failures:
