@@ -152,6 +152,9 @@ class TapEvents(sdk_internals.TerminationHook):
         self.run = RunContext()
         if parallel.is_child():
             parallel.watch_parent()
+            tagging = ChildLogFilter(parallel.child_api() or "?")
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(tagging)
         #: Set once a signal asked the run to end.
         self.ending = False
         #: The tail phase while it runs (tap_events/tail.py).
@@ -170,11 +173,8 @@ class TapEvents(sdk_internals.TerminationHook):
         self.run.writer = self.message_writer
         self.run.secrets += config.secret_values(self.config, SOURCES)
         redacting = RedactingFilter(self.run.secrets)
-        child_api = parallel.child_api()
         for handler in logging.getLogger().handlers:
             handler.addFilter(redacting)
-            if child_api:
-                handler.addFilter(ChildLogFilter(child_api))
         for setting in config.padded_secrets(self.config, SOURCES):
             self.logger.debug("%s: surrounding whitespace removed from the value", setting)
         if kwargs.get("validate_config", True):
@@ -406,9 +406,12 @@ class TapEvents(sdk_internals.TerminationHook):
 
 class ChildLogFilter(logging.Filter):
     """In an API's parallel process: every line tagged with its API (`[box] ...`), so the
-    interleaved lines of several APIs can be told apart, and no "Skipping deselected
-    stream" for the other APIs' streams, which run in their own processes. METRIC lines keep
-    the SDK's format (they carry the stream in their tags)."""
+    interleaved lines of several APIs can be told apart; none of the SDK's lines that are
+    said once by the parent or are about the other APIs' streams, which run in their own
+    processes. METRIC lines keep the SDK's format (they carry the stream in their tags)."""
+
+    #: What the SDK says in every process, or about streams that are not this process's.
+    SAID_ELSEWHERE = ("Skipping deselected stream", "Skipping parse of env var settings")
 
     def __init__(self, api: str) -> None:
         super().__init__()
@@ -416,7 +419,7 @@ class ChildLogFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if message.startswith("Skipping deselected stream"):
+        if message.startswith(self.SAID_ELSEWHERE):
             return False
         if not record.name.startswith("singer_sdk.metrics") and not message.startswith(
                 self.tag):
