@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from tap_events import config as settings
 from tap_events import parallel
 from tap_events.http import DEFAULT_MAX_TRIES
 from tap_events.sources import SOURCES
+from tap_events.summary import RunSummary, StreamReport
 from tap_events.tap import ENV_PREFIX, TapEvents
 from tests.support import (
     TAP,
@@ -487,3 +489,31 @@ def test_a_state_of_another_tap_is_one_warning_naming_its_streams(emulator, conf
     assert len(warnings) == 1, run.stderr
     assert "2 stream(s) this tap does not have: customers, orders" in warnings[0]
     assert len(run.records("discue_events")) == emulator.stream_counts()["discue_events"]
+
+
+def test_the_readme_shows_the_summary_lines_as_the_tap_writes_them():
+    """The README's example is what `RunSummary` writes for the same numbers, so the two
+    cannot drift apart."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    shown = [line for line in readme.splitlines() if line.startswith("Run summary: ")]
+    assert len(shown) == 2, shown
+    stream_line, total_line = shown
+    match = re.fullmatch(r"Run summary: (\w+): (\d+) records, bookmark (\S+) → (\S+), "
+                         r"([\d.]+) s, ok", stream_line)
+    assert match, stream_line
+    stream, records, before, after, seconds = match.groups()
+    total = re.fullmatch(r"Run summary: (\d+) records from 4 API\(s\) \(([a-z, ]+)\), "
+                         r"0 failed stream\(s\), exit code 0", total_line)
+    assert total, total_line
+    apis = total[2].split(", ")
+    reports = [StreamReport(stream=stream, api=stream.split("_")[0], records=int(records),
+                            seconds=float(seconds))]
+    reports += [StreamReport(stream=f"{api}_x", api=api, records=0) for api in apis]
+    reports[-1].records = int(total[1]) - int(records)
+    summary = RunSummary(
+        reports, before={"bookmarks": {stream: {"replication_key_value": before}}},
+        after={"bookmarks": {stream: {"replication_key_value": after}}}, exit_code=0,
+        secrets=[])
+    assert stream_line in summary.lines()
+    assert summary.lines()[-1] == total_line
+    assert '{"type": "RUN_SUMMARY", "exit_code": 0' in readme
