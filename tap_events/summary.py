@@ -70,9 +70,11 @@ class RunSummary:
 
     def bookmarks(self, stream: str) -> tuple[str | None, str | None]:
         """Before → after, secrets masked (a cursor is the API's text)."""
-        return tuple(  # type: ignore[return-value]
-            None if value is None else printable(redact(value, self.secrets))
-            for value in (bookmark_of(self.before, stream), bookmark_of(self.after, stream)))
+        return self.masked(bookmark_of(self.before, stream)), self.masked(
+            bookmark_of(self.after, stream))
+
+    def masked(self, bookmark: str | None) -> str | None:
+        return None if bookmark is None else printable(redact(bookmark, self.secrets))
 
     @property
     def apis(self) -> list[str]:
