@@ -106,6 +106,7 @@ def demo(events: int, new_events: int, install_seconds: float, started: float) -
         f"({total_first / first.seconds:,.0f} rows/s, Meltano start-up included)")
     say(f"run 2: {sum(r[3] for r in rows)} rows added for {new_events} new events per API, "
         f"{sum(r[5] for r in rows)} records loaded, in {second.seconds:.1f} s")
+    say(f"the tap's own summary: run 1: {first.tap_summary()}; run 2: {second.tap_summary()}")
     say(f"meltano install: {install_seconds:.1f} s; whole demo: "
         f"{time.monotonic() - started:.1f} s")
 

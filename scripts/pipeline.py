@@ -143,8 +143,14 @@ class RunResult:
                     loaded[stream] = loaded.get(stream, 0) + metric["value"]
         return loaded
 
+    def tap_summary(self) -> str:
+        """The tap's run summary total line (tap_events/summary.py), as Meltano relayed it."""
+        found = TAP_SUMMARY.findall(self.log)
+        return found[-1] if found else "(no run summary in Meltano's log)"
+
 
 METRIC = re.compile(r"target-postgres\s+METRIC: (?P<json>\{.*\})")
+TAP_SUMMARY = re.compile(r"Run summary: (\d+ records from .*?exit code \d+)")
 
 
 def meltano_run(env: Mapping[str, str], *, environment: str = "demo") -> RunResult:

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from http import HTTPStatus
 
+import requests
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
@@ -32,7 +33,6 @@ from tap_events.oauth import ClientCredentials
 from tap_events.timestamps import UtcTimestamps
 
 if t.TYPE_CHECKING:
-    import requests
     from requests import Session
     from singer_sdk import Tap
     from singer_sdk.helpers.types import Context
@@ -99,6 +99,8 @@ class EventStream(sdk_internals.FastRecordPath):
         self._gaps: list[str] = []
         #: Partitions that failed this run, each with its one-line reason (`get_records`).
         self._partition_failures: list[str] = []
+        #: Seconds spent syncing this run (a tailing stream syncs again and again).
+        self.sync_seconds = 0.0
         self._extracted_at = sdk_internals.utc_now()
         self._extracted_until = 0.0
         if self.window_lag is not None:
@@ -185,6 +187,7 @@ class EventStream(sdk_internals.FastRecordPath):
         if self.tail is not None and self.window_lag is not None:
             # Each poll of a tail run reads a new window, up to the time of that poll.
             self.window_end = self.window_now()
+        started = time.monotonic()
         failures: list[str] = []
         try:
             super().sync(context)
@@ -199,6 +202,7 @@ class EventStream(sdk_internals.FastRecordPath):
             # The bookmark in memory covers only records already written, so it is safe to
             # hand to the target: the next run resumes here instead of re-reading the page.
             self.checkpoint()
+        self.sync_seconds += time.monotonic() - started
         # A gap was logged when found; it fails the run only now, after what exists was loaded.
         failures += self._partition_failures + self._gaps
         if failures:
@@ -505,13 +509,18 @@ class EventStream(sdk_internals.FastRecordPath):
 
     def prepare_page(self, context: Context | None, paginator: BaseAPIPaginator
                      ) -> requests.PreparedRequest:
-        """The next page's request, from the SDK's public `get_http_request`."""
+        """The next page's request, from the SDK's public `get_http_request`, not yet
+        authenticated: `send_page` authenticates it inside the retry loop, so a token request
+        gets the tap's retries (the SDK's `build_prepared_request` would mint the token here,
+        outside them)."""
         request = self.get_http_request(
             page=PageContext(stream_context=context, next_page_token=paginator.current_value))
         body = "json" if self.payload_as_json else "data"
-        return self.build_prepared_request(
+        headers = {"User-Agent": self.user_agent, **request.headers}
+        # A request's own `auth` takes the place of the session's (set by the SDK).
+        return self.requests_session.prepare_request(requests.Request(
             method=request.method, url=request.url, params=request.encode_params(),
-            headers=request.headers, **{body: request.data})
+            headers=headers, auth=unauthenticated, **{body: request.data}))
 
     # ----------------------------------------------------------------- paging
 
@@ -926,3 +935,8 @@ class PageCycleGuard:
         self.read[self.key_hash(record)] = None
         if len(self.read) > self.REMEMBERED_KEYS:
             del self.read[next(iter(self.read))]
+
+
+def unauthenticated(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """No authentication yet (`EventStream.prepare_page`)."""
+    return request

@@ -117,7 +117,8 @@ class ClientCredentials(OAuthAuthenticator):
             what = str(error) if isinstance(error, RetriableAPIError) \
                 else f"{type(error).__name__}: {error}"
             raise TapEventsError(
-                f"{self.error_prefix}gave up after {self.http.max_tries} tries: "
+                # The words of every stream failure after retries (`describe_failure`).
+                f"{self.label} token request failed after retries: "
                 f"{redact(what.removeprefix(self.error_prefix), self.http.secrets)} "
                 f"(check {self.token_url_setting} and the network)".replace("\n", " ")
             ) from None

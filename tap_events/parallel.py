@@ -11,6 +11,9 @@ long as the slowest one, on as many cores as there are. The parent is the one wr
   latest STATE already passed on (or from the input state). It is written right after the
   child's records it covers, so every STATE is a resume point for every stream;
 - a child that fails does not stop the others; the run then ends with status 1;
+- each child sends what its streams did (records, time, status) on a pipe of its own
+  (`REPORT_ENV`) for the parent's run summary (tap_events/summary.py), and tags its log lines
+  with its API (`API_ENV`);
 - no secret at rest: a child reads its config (and catalog and state) from a pipe
   (`/dev/fd/N`), so no file holds the config, even after the parent is killed; and a child
   exits as soon as its parent is gone (it watches a pipe only the parent holds open), so an
@@ -32,6 +35,7 @@ import sys
 import threading
 import time
 import typing as t
+from dataclasses import dataclass
 
 import orjson
 
@@ -43,6 +47,10 @@ if t.TYPE_CHECKING:
 #: Set in a child's environment: the child runs its streams itself. Its value is the file
 #: descriptor of the pipe whose end of file means the parent is gone.
 CHILD_ENV = "TAP_EVENTS_PARALLEL_CHILD"
+#: Set in a child's environment: the API whose streams it runs (`box`).
+API_ENV = "TAP_EVENTS_PARALLEL_API"
+#: Set in a child's environment: the file descriptor of the pipe its stream reports go to.
+REPORT_ENV = "TAP_EVENTS_PARALLEL_REPORT"
 #: A STATE line as the tap's writer (msgspec, `type` first) writes it.
 STATE_PREFIX = b'{"type":"STATE"'
 READ_BYTES = 1 << 20
@@ -53,6 +61,17 @@ FINISH_SECONDS = BufferedRecordWriter.FINISH_SECONDS + 1.0
 
 def is_child() -> bool:
     return bool(os.environ.get(CHILD_ENV))
+
+
+def child_api() -> str | None:
+    """The API this process runs the streams of, when it is a parallel child."""
+    return os.environ.get(API_ENV) or None if is_child() else None
+
+
+def report_fd() -> int | None:
+    """Where this parallel child sends its stream reports (None: not a child)."""
+    value = os.environ.get(REPORT_ENV) if is_child() else None
+    return int(value) if value else None
 
 
 def catalog_for(catalog: dict, streams: set[str]) -> dict:
@@ -90,12 +109,30 @@ class StateMerger:
 
 
 class Child:
-    """One API's tap process and the bytes of its output not yet written."""
+    """One API's tap process, the bytes of its output not yet written, and the pipe its
+    stream reports come on."""
 
-    def __init__(self, api: str, process: subprocess.Popen) -> None:
+    def __init__(self, api: str, process: subprocess.Popen, reports: int) -> None:
         self.api = api
         self.process = process
         self.pending = b""
+        self.reports = reports
+
+    def sent_reports(self) -> bytes:
+        """What the child sent on its report pipe (read once it has ended: then the pipe
+        ends too, as the parent closed its own writing end at the start)."""
+        with open(self.reports, "rb") as pipe:
+            return pipe.read()
+
+
+@dataclass
+class Finished:
+    """How a parallel run ended: each API's exit status and the reports its process sent
+    (`tap_events.summary`), and the state of the last STATE written."""
+
+    statuses: dict[str, int]
+    reports: dict[str, bytes]
+    state: dict[str, t.Any]
 
 
 class StdoutClosed(Exception):
@@ -134,11 +171,12 @@ def run(
     streams_of: Mapping[str, set[str]],
     out: t.BinaryIO,
     python: Sequence[str] = (sys.executable, "-m", "tap_events"),
-) -> dict[str, int]:
+) -> Finished:
     """Run one tap process per API of `streams_of`, merging their output into `out`.
 
-    Returns each API's exit status. Raises `Stopped` after SIGTERM/SIGINT (forwarded to
-    every child), `StdoutClosed` when `out` fails; either way every child has ended.
+    Returns each API's exit status and reports (`Finished`). Raises `Stopped` after
+    SIGTERM/SIGINT (forwarded to every child), `StdoutClosed` when `out` fails; either way
+    every child has ended.
     """
     merger = StateMerger(state, streams_of)
     # The parent holds the only writing end of `alive` until every child is done: a child
@@ -149,11 +187,19 @@ def run(
     try:
         try:
             for api, streams in streams_of.items():
-                children.append(Child(api, spawn(python, alive_read, {
-                    "--config": json.dumps(dict(config), default=json_number),
-                    "--catalog": json.dumps(catalog_for(catalog, streams)),
-                    "--state": json.dumps(state or {}, default=json_number),
-                })))
+                reports_read, reports_write = os.pipe()
+                try:
+                    process = spawn(python, alive_read, {
+                        "--config": json.dumps(dict(config), default=json_number),
+                        "--catalog": json.dumps(catalog_for(catalog, streams)),
+                        "--state": json.dumps(state or {}, default=json_number),
+                    }, api=api, reports=reports_write)
+                except BaseException:
+                    os.close(reports_read)
+                    raise
+                finally:
+                    os.close(reports_write)  # the child holds it now
+                children.append(Child(api, process, reports_read))
         finally:
             os.close(alive_read)  # the children hold it now
         termination = Termination()
@@ -168,16 +214,19 @@ def run(
             if child.process.poll() is None:
                 child.process.kill()
         statuses = {child.api: child.process.wait() for child in children}
+        reports = {child.api: child.sent_reports() for child in children}
         os.close(alive_write)
     if stop is not None:
         stop.statuses = statuses
         raise stop
-    return statuses
+    return Finished(statuses, reports, merger.state)
 
 
-def spawn(python: Sequence[str], alive: int, inputs: Mapping[str, str]) -> subprocess.Popen:
-    """A child tap reading each of `inputs` (`--config`: its JSON) from a pipe, never a file,
-    and watching `alive` for its parent's death."""
+def spawn(python: Sequence[str], alive: int, inputs: Mapping[str, str], *, api: str,
+          reports: int) -> subprocess.Popen:
+    """A child tap running `api`'s streams, reading each of `inputs` (`--config`: its JSON)
+    from a pipe, never a file, watching `alive` for its parent's death and sending its stream
+    reports to `reports`."""
     pipes = {option: os.pipe() for option in inputs}
     command = [*python]
     for option, (read_end, _) in pipes.items():
@@ -185,8 +234,8 @@ def spawn(python: Sequence[str], alive: int, inputs: Mapping[str, str]) -> subpr
     try:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE,
-            pass_fds=(alive, *(read_end for read_end, _ in pipes.values())),
-            env={**os.environ, CHILD_ENV: str(alive)})
+            pass_fds=(alive, reports, *(read_end for read_end, _ in pipes.values())),
+            env={**os.environ, CHILD_ENV: str(alive), API_ENV: api, REPORT_ENV: str(reports)})
     except BaseException:
         for _, write_end in pipes.values():
             os.close(write_end)

@@ -82,6 +82,9 @@ class FastRecordPath(RESTStream):
     each is pinned by a digest of the SDK method it replaces.
     """
 
+    #: Records this stream has written this run (for the run summary).
+    records_written = 0
+
     def check_keys(self, record: t.Any, *, present_only: bool = False) -> None:
         """Refuse a record whose key is broken (the stream base says how)."""
 
@@ -110,6 +113,7 @@ class FastRecordPath(RESTStream):
         `time_extracted` taken once a second instead of once a record.
         """
         self.check_keys(record)
+        self.records_written += 1
         writer = self.record_writer
         if not isinstance(writer, BufferedRecordWriter):
             super()._write_record_message(record)

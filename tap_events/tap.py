@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -21,9 +22,12 @@ from tap_events.http import DEFAULT_MAX_RESPONSE_MB
 from tap_events.redact import RedactingFilter, redact
 from tap_events.run import RunContext
 from tap_events.sources import SOURCES
+from tap_events.summary import RunSummary, StreamReport, child_reports, send_reports
 from tap_events.writer import STDOUT_CLOSED_STATUS, BufferedRecordWriter, end_process
 
 if t.TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from singer_sdk.streams import Stream
 
 #: Environment variables of `--config ENV` start with this (`TAP_EVENTS_BOX_CLIENT_ID`).
@@ -114,6 +118,12 @@ class TapEvents(sdk_internals.TerminationHook):
         return given
 
     @classmethod
+    def print_version(cls, print_fn: t.Callable[[t.Any], None] = print) -> None:
+        """The version banner, once per run: not again by each API's parallel process."""
+        if not parallel.is_child():
+            super().print_version(print_fn=print_fn)
+
+    @classmethod
     def get_singer_command(cls) -> click.Command:
         """The SDK's command, with --state and --catalog read by `invoke` (not by click, whose
         error for a missing file is a usage screen)."""
@@ -142,6 +152,9 @@ class TapEvents(sdk_internals.TerminationHook):
         self.run = RunContext()
         if parallel.is_child():
             parallel.watch_parent()
+            tagging = ChildLogFilter(parallel.child_api() or "?")
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(tagging)
         #: Set once a signal asked the run to end.
         self.ending = False
         #: The tail phase while it runs (tap_events/tail.py).
@@ -213,8 +226,6 @@ class TapEvents(sdk_internals.TerminationHook):
                 f"the state's 'bookmarks' is {shape(bookmarks)}, not an object of streams; "
                 "fix or remove the state")
             return
-        #: Every stream the state names, readable or not (`check_state`).
-        self.state_stream_names = list(bookmarks)
         readable = {}
         for name, entry in bookmarks.items():
             if isinstance(entry, dict):
@@ -227,19 +238,14 @@ class TapEvents(sdk_internals.TerminationHook):
 
     def check_state(self) -> None:
         """Read every bookmark before any request: a malformed one fails the run in one
-        line naming the stream and the value (never a silent restart from the beginning);
-        bookmarks of streams the tap does not have get one warning."""
+        line naming the stream and the value (never a silent restart from the beginning).
+        Bookmarks of streams the tap does not have: `warn_of_foreign_bookmarks`."""
         problems = list(getattr(self, "state_shape_problems", []))
-        unknown = [name for name in getattr(self, "state_stream_names", [])
-                   if name not in self.streams]
         for name, entry in (self.state.get("bookmarks") or {}).items():
             stream = self.streams.get(name)
             if (isinstance(stream, EventStream) and stream.selected
                     and stream.source.is_configured(self.config)):
                 problems += stream.state_problems(entry)
-        if unknown:
-            self.logger.warning("The state holds bookmarks of streams this tap does not "
-                                "have, ignored: %s", ", ".join(sorted(unknown)))
         if problems:
             for problem in problems:
                 self.logger.error("%s", redact(problem, self.run.secrets))
@@ -256,15 +262,19 @@ class TapEvents(sdk_internals.TerminationHook):
         self.check_state()
         apis = self.apis_to_sync()
         self.log_unconfigured_apis()
+        self.warn_of_foreign_bookmarks()
         if not apis:
             self.logger.error("%s", self.nothing_to_sync())
             sys.exit(1)
+        before = copy.deepcopy(self.state or {})
         if len(apis) > 1 and self.config.get("parallel_apis", True) and can_fork_output():
             # Each API's process also tails its own streams when tail_seconds is set.
-            self.sync_apis_in_parallel(apis)
+            reports, after = self.sync_apis_in_parallel(apis)
         else:
             super().sync_all()
             tail.listen(self)  # with tail_seconds set: listen for new events within the budget
+            reports, after = self.stream_reports(apis), self.state
+        exit_code = 1 if self.failures else 0
         if self.failures:
             summary = "; ".join(f"{name}: {msg}" for name, msg in self.failures.items())
             self.logger.error(
@@ -272,7 +282,42 @@ class TapEvents(sdk_internals.TerminationHook):
                 len(self.failures),
                 redact(summary, self.run.secrets),
             )
-            sys.exit(1)
+        self.report_run(reports, before=before, after=after, exit_code=exit_code)
+        if exit_code:
+            sys.exit(exit_code)
+
+    def stream_reports(self, apis: dict[str, set[str]]) -> list[StreamReport]:
+        """What each stream this process synced did (records, time, status)."""
+        reports = []
+        for api, names in apis.items():
+            for name in sorted(names):
+                stream = self.streams[name]
+                reports.append(StreamReport(
+                    stream=name, api=api, records=getattr(stream, "records_written", 0),
+                    seconds=getattr(stream, "sync_seconds", 0.0),
+                    status="failed" if name in self.failures else "ok"))
+        return reports
+
+    def report_run(self, reports: list[StreamReport], *, before: Mapping[str, t.Any],
+                   after: Mapping[str, t.Any], exit_code: int) -> None:
+        """The run summary (tap_events/summary.py); a parallel child sends its reports to the
+        parent instead, which summarizes every API."""
+        fd = parallel.report_fd()
+        if fd is not None:
+            send_reports(fd, reports)
+            return
+        RunSummary(reports, before=before, after=after, exit_code=exit_code,
+                   secrets=self.run.secrets).log(self.logger)
+
+    def warn_of_foreign_bookmarks(self) -> None:
+        """One warning for bookmarks of streams this tap does not have (the state file of
+        another tap, or of a stream since renamed): they are kept, but never read."""
+        foreign = sorted(set((self.state or {}).get("bookmarks") or {}) - set(self.streams))
+        if foreign and not parallel.is_child():
+            self.logger.warning(
+                "The state holds bookmarks for %d stream(s) this tap does not have: %s (is it "
+                "the state of another tap?); they are passed on unchanged and not used",
+                len(foreign), ", ".join(foreign))
 
     def on_termination_signal(self, signum: int) -> None:
         """SIGTERM/SIGINT: the final STATE is the last line, and the run ends within seconds
@@ -359,8 +404,10 @@ class TapEvents(sdk_internals.TerminationHook):
             "sample_config.json) or select its streams in the catalog."
         )
 
-    def sync_apis_in_parallel(self, apis: dict[str, set[str]]) -> None:
-        """One tap process per API (`tap_events.parallel`); a failed API fails the run."""
+    def sync_apis_in_parallel(self, apis: dict[str, set[str]]
+                              ) -> tuple[list[StreamReport], Mapping[str, t.Any]]:
+        """One tap process per API (`tap_events.parallel`); a failed API fails the run.
+        Returns what each stream did and the state of the last STATE written."""
         labels = {source.name: source.label for source in SOURCES}
         self.logger.info("Extracting %s in parallel, one process each",
                          ", ".join(labels[api] for api in apis))
@@ -368,17 +415,20 @@ class TapEvents(sdk_internals.TerminationHook):
         # Unbuffered: the parent's writer thread knows exactly what reached stdout.
         with open(sys.stdout.fileno(), "wb", buffering=0, closefd=False) as out:
             try:
-                statuses = parallel.run(self.config, self.catalog.to_dict(), self.state or {},
+                finished = parallel.run(self.config, self.catalog.to_dict(), self.state or {},
                                         apis, out)
             except parallel.StdoutClosed as error:
                 self.logger.error("%s", error)
                 end_process(STDOUT_CLOSED_STATUS)
             except parallel.Stopped as stopped:
                 self.end_stopped(stopped, labels)
-        for api, status in statuses.items():
+        for api, status in finished.statuses.items():
             if status:
                 self.record_failure(labels[api], f"its process ended with status {status} "
                                     "(its error is logged above)")
+        reports = [report for api, streams in apis.items() for report in child_reports(
+            api, streams, finished.reports.get(api, b""), finished.statuses[api])]
+        return reports, finished.state
 
     def end_stopped(self, stopped: parallel.Stopped, labels: dict[str, str]) -> t.NoReturn:
         """After SIGTERM/SIGINT in parallel mode: status 0 when every API's process ended
@@ -393,6 +443,29 @@ class TapEvents(sdk_internals.TerminationHook):
                 f"{labels[api]} status {status}" for api, status in failed.items()))
             end_process(128 + stopped.signum)
         end_process(0)
+
+
+class ChildLogFilter(logging.Filter):
+    """In an API's parallel process: every line tagged with its API (`[box] ...`), so the
+    interleaved lines of several APIs can be told apart; none of the SDK's lines that are
+    said once by the parent or are about the other APIs' streams, which run in their own
+    processes. METRIC lines keep the SDK's format (they carry the stream in their tags)."""
+
+    #: What the SDK says in every process, or about streams that are not this process's.
+    SAID_ELSEWHERE = ("Skipping deselected stream", "Skipping parse of env var settings")
+
+    def __init__(self, api: str) -> None:
+        super().__init__()
+        self.tag = f"[{api}] "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(self.SAID_ELSEWHERE):
+            return False
+        if not record.name.startswith("singer_sdk.metrics") and not message.startswith(
+                self.tag):
+            record.msg, record.args = self.tag + message, None
+        return True
 
 
 def can_fork_output() -> bool:

@@ -266,18 +266,6 @@ def test_a_state_that_is_not_an_object_of_bookmarks_is_one_line(emulator):
     assert emulator.requests("discue") == []
 
 
-def test_bookmarks_of_unknown_streams_give_one_warning(emulator):
-    config = one_api_config(emulator.url, "discue")
-    state = {"bookmarks": {"zendesk_tickets": {"replication_key": "updated_at",
-                                               "replication_key_value": "2026-01-01"},
-                           "old_stream": {}}}
-    run = run_tap(config, state=state)
-    assert run.returncode == 0, run.stderr
-    warnings = [line for line in log_lines(run, "WARNING") if "old_stream" in line]
-    assert len(warnings) == 1 and "zendesk_tickets" in warnings[0]
-    assert len(set(run.ids("discue_events", "id"))) == emulator.stream_counts()["discue_events"]
-
-
 # ------------------------------------------------------------------------------ feed switches
 
 

@@ -3,18 +3,34 @@ line and exits non-zero; config comes from files or the environment; bad files a
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from tap_events import config as settings
+from tap_events import parallel
+from tap_events.http import DEFAULT_MAX_TRIES
 from tap_events.sources import SOURCES
+from tap_events.summary import RunSummary, StreamReport
 from tap_events.tap import ENV_PREFIX, TapEvents
-from tests.support import TAP, TapRun, clean_env, log_lines, parse_messages, run_tap
+from tests.support import (
+    TAP,
+    RunningTap,
+    TapRun,
+    clean_env,
+    log_lines,
+    parse_messages,
+    run_tap,
+)
 
 
 def last_error(run: TapRun) -> str:
@@ -251,3 +267,259 @@ def test_sample_config_with_one_api_filled_in_runs_that_api(emulator, config):
     run = run_tap(sample)
     assert run.returncode == 0, run.stderr
     assert len(run.records("discue_events")) == emulator.stream_counts()["discue_events"]
+
+
+# ----------------------------------------------------------------- faults that cannot heal
+
+
+class NotTLS:
+    """A local server that answers every connection in plain HTTP, whatever it is sent: a TLS
+    client meets a protocol error on its first bytes. Counts the connections."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def not_tls():
+    server = NotTLS()
+    yield server
+    server.close()
+
+
+def retry_lines(run: TapRun) -> list[str]:
+    return [line for line in log_lines(run, "WARNING") if ": retry " in line]
+
+
+@pytest.mark.parametrize("setting", ["token_url", "api_url"])
+def test_a_tls_error_fails_at_once_naming_the_url_setting_used(emulator, config, not_tls,
+                                                                setting):
+    box = {**config["box"], setting: f"https://127.0.0.1:{not_tls.port}/box/x"}
+    if setting == "api_url":
+        box = {"api_url": box["api_url"], "access_token": "a-token"}
+    run = run_tap({"box": box}, streams=["box_events"])
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    line = next(line for line in log_lines(run, "ERROR") if "'box_events'" in line)
+    assert "TLS handshake failed" in line
+    assert f"check box.{setting})" in line
+    assert f"https://127.0.0.1:{not_tls.port}/box/x" in line
+    assert retry_lines(run) == []
+    assert not_tls.connections == 1
+
+
+def test_an_unknown_host_fails_at_once_naming_the_token_url(config):
+    box = {**config["box"], "token_url": "https://tap-events-test.invalid/oauth2/token"}
+    run = run_tap({"box": box}, streams=["box_events"])
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    line = next(line for line in log_lines(run, "ERROR") if "'box_events'" in line)
+    assert "unknown host for https://tap-events-test.invalid/oauth2/token" in line
+    assert "check box.token_url)" in line
+    assert retry_lines(run) == []
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return server.getsockname()[1]
+
+
+def test_a_refused_token_request_keeps_the_retry_budget_and_a_dead_api_is_tried_once(config):
+    """Refused connections may heal (the API restarts): retried within max_retries, token
+    requests too. The API's next stream does not spend another budget on it, so with the
+    default budget (about 31 s of waits) a dead API fails the run within ~35 s."""
+    box = {**config["box"], "token_url": f"http://127.0.0.1:{closed_port()}/oauth2/token"}
+    run = run_tap({"box": box, "parallel_apis": False},
+                  streams=["box_events", "box_enterprise_events"])
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert len(retry_lines(run)) == DEFAULT_MAX_TRIES - 1, run.stderr
+    failed = [line for line in log_lines(run, "ERROR") if "failed after retries" in line
+              and "(check box.token_url and the network)" in line]
+    assert {stream for stream in ("'box_events'", "'box_enterprise_events'")
+            if any(stream in line for line in failed)} == {"'box_events'",
+                                                           "'box_enterprise_events'"}
+    # From the first token request to the last stream's failure, by the log's own clock (a
+    # loaded machine's start-up is not counted): one budget of waits, 1+2+4+8+16 s plus
+    # jitter, so ~35 s. The bound, 3x that, catches a second budget (or urllib3's retries).
+    first = next(line for line in log_lines(run, "INFO") if "Requesting new access token" in line)
+    elapsed = (logged_at(failed[-1]) - logged_at(first)).total_seconds()
+    assert elapsed < 105, elapsed
+
+
+def logged_at(line: str) -> datetime.datetime:
+    """When the tap logged `line` (its `2026-12-03 15:34:05,923 | ...` timestamp)."""
+    return datetime.datetime.strptime(line.split(" | ", 1)[0], "%Y-%m-%d %H:%M:%S,%f")
+
+
+# ----------------------------------------------------------------- logs a person reads
+
+
+def summary_of(run: TapRun) -> dict:
+    """The machine-readable summary: the last line of stderr, one JSON object."""
+    last = run.stderr.rstrip("\n").splitlines()[-1]
+    summary = json.loads(last)
+    assert summary["type"] == "RUN_SUMMARY"
+    return summary
+
+
+@pytest.mark.parametrize("parallel_apis", [True, False])
+def test_the_run_ends_with_a_summary_per_stream_and_in_total(emulator, config, parallel_apis):
+    state = {"bookmarks": {"box_events": {"replication_key": "stream_position",
+                                          "replication_key_value": "10000000000000000100"}}}
+    secret = config["discue"]["api_key"]
+    run = run_tap({"box": config["box"], "discue": config["discue"],
+                   "parallel_apis": parallel_apis},
+                  streams=["box_events", "discue_events"], state=state)
+    assert run.returncode == 0, run.stderr
+    summary = summary_of(run)
+    streams = {entry["stream"]: entry for entry in summary["streams"]}
+    assert set(streams) == {"box_events", "discue_events"}
+    for name in streams:
+        assert streams[name]["records"] == len(run.records(name))
+        assert streams[name]["status"] == "ok"
+        assert streams[name]["bookmark_after"] == str(
+            run.bookmark(name)["replication_key_value"])
+    assert streams["box_events"]["bookmark_before"] == "10000000000000000100"
+    assert streams["discue_events"]["bookmark_before"] is None
+    assert summary["records"] == len(run.records()) > 0
+    assert summary["apis"] == ["box", "discue"]
+    assert summary["failed_streams"] == []
+    assert summary["exit_code"] == 0
+    lines = [line for line in log_lines(run, "INFO") if "Run summary:" in line]
+    box_line = next(line for line in lines if "box_events:" in line)
+    assert (f"box_events: {len(run.records('box_events'))} records, bookmark "
+            f"10000000000000000100 → {streams['box_events']['bookmark_after']}, ") in box_line
+    assert box_line.endswith(", ok")
+    assert lines[-1].endswith(f"Run summary: {len(run.records())} records from 2 API(s) "
+                              "(box, discue), 0 failed stream(s), exit code 0")
+    assert secret not in run.stderr
+
+
+@pytest.mark.parametrize("parallel_apis", [True, False])
+def test_the_summary_of_a_failed_run_names_the_failed_streams(emulator, config, parallel_apis):
+    box = {**config["box"], "client_secret": "wrong"}
+    run = run_tap({"box": box, "discue": config["discue"], "parallel_apis": parallel_apis},
+                  streams=["box_events", "discue_events"])
+    assert run.returncode == 1, run.stderr
+    summary = summary_of(run)
+    assert summary["exit_code"] == 1
+    assert summary["failed_streams"] == ["box_events"]
+    statuses = {entry["stream"]: entry["status"] for entry in summary["streams"]}
+    assert statuses == {"box_events": "failed", "discue_events": "ok"}
+    total = [line for line in log_lines(run, "INFO") if "Run summary:" in line][-1]
+    assert "1 failed stream(s) (box_events), exit code 1" in total
+    assert "wrong" not in json.dumps(summary)
+
+
+def test_parallel_logs_one_banner_tag_each_api_and_skip_no_stream_that_runs(emulator, config):
+    run = run_tap({"box": config["box"], "discue": config["discue"]})
+    assert run.returncode == 0, run.stderr
+    assert sum("tap-events v" in line for line in run.stderr.splitlines()) == 1
+    assert "Skipping deselected stream" not in run.stderr
+    starts = [line for line in log_lines(run, "INFO") if "Beginning sync of" in line]
+    assert {line.split("| ")[-1].split(" ")[0] for line in starts} == {"[box]", "[discue]"}
+    for line in starts:
+        api = line.split("| ")[-1].split(" ")[0].strip("[]")
+        assert f"'{api}_" in line
+
+
+def children_of(pid: int) -> dict[str, int]:
+    """The parallel child processes of the tap `pid`, by API."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+        if ppid != pid:
+            continue
+        for variable in environ:
+            if variable.startswith(f"{parallel.API_ENV}=".encode()):
+                children[variable.split(b"=", 1)[1].decode()] = int(entry.name)
+    return children
+
+
+def test_the_summary_names_the_streams_of_an_api_whose_process_died(emulator, config):
+    # Box's answers wait at a turnstile: its process is mid-request, surely running, when
+    # it is killed; Discue runs to the end meanwhile.
+    turnstile = emulator.turnstile("box")
+    tap = RunningTap({"box": config["box"], "discue": config["discue"]},
+                     streams=["box_events", "discue_events"])
+    try:
+        tap.wait_for(lambda: turnstile.waiting > 0 and "box" in children_of(tap.process.pid))
+        os.kill(children_of(tap.process.pid)["box"], signal.SIGKILL)
+    finally:
+        turnstile.open()
+    run = tap.wait(timeout=240)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    summary = summary_of(run)
+    assert summary["exit_code"] == 1
+    assert summary["failed_streams"] == ["box_events"]
+    streams = {entry["stream"]: entry for entry in summary["streams"]}
+    assert streams["box_events"]["status"] == "failed"
+    assert streams["box_events"]["records"] is None
+    assert streams["discue_events"]["status"] == "ok"
+    assert streams["discue_events"]["records"] == len(run.records("discue_events")) > 0
+    lines = [line for line in log_lines(run, "INFO") if "Run summary:" in line]
+    assert any("box_events: unknown records, bookmark none → none" in line
+               and line.endswith(", failed") for line in lines), lines
+
+
+def test_a_state_of_another_tap_is_one_warning_naming_its_streams(emulator, config):
+    state = {"bookmarks": {"orders": {"replication_key_value": "2026-01-01"},
+                           "customers": {"replication_key_value": 7}}}
+    run = run_tap({"discue": config["discue"]}, streams=["discue_events"], state=state)
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in log_lines(run, "WARNING") if "does not have" in line]
+    assert len(warnings) == 1, run.stderr
+    assert "2 stream(s) this tap does not have: customers, orders" in warnings[0]
+    assert len(run.records("discue_events")) == emulator.stream_counts()["discue_events"]
+
+
+def test_the_readme_shows_the_summary_lines_as_the_tap_writes_them():
+    """The README's example is what `RunSummary` writes for the same numbers, so the two
+    cannot drift apart."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    shown = [line for line in readme.splitlines() if line.startswith("Run summary: ")]
+    assert len(shown) == 2, shown
+    stream_line, total_line = shown
+    match = re.fullmatch(r"Run summary: (\w+): (\d+) records, bookmark (\S+) → (\S+), "
+                         r"([\d.]+) s, ok", stream_line)
+    assert match, stream_line
+    stream, records, before, after, seconds = match.groups()
+    total = re.fullmatch(r"Run summary: (\d+) records from 4 API\(s\) \(([a-z, ]+)\), "
+                         r"0 failed stream\(s\), exit code 0", total_line)
+    assert total, total_line
+    apis = total[2].split(", ")
+    reports = [StreamReport(stream=stream, api=stream.split("_")[0], records=int(records),
+                            seconds=float(seconds))]
+    reports += [StreamReport(stream=f"{api}_x", api=api, records=0) for api in apis]
+    reports[-1].records = int(total[1]) - int(records)
+    summary = RunSummary(
+        reports, before={"bookmarks": {stream: {"replication_key_value": before}}},
+        after={"bookmarks": {stream: {"replication_key_value": after}}}, exit_code=0,
+        secrets=[])
+    assert stream_line in summary.lines()
+    assert summary.lines()[-1] == total_line
+    assert '{"type": "RUN_SUMMARY", "exit_code": 0' in readme
