@@ -83,12 +83,12 @@ SETTINGS = (
         "Box user events long-poll, Alpaca streams stay connected, other streams poll.",
     ),
     th.Property(
-        "tail_poll_seconds", number(minimum=0.1), default=30,
+        "tail_poll_seconds", number(minimum=0.1, maximum=86400), default=30,
         description="Tail mode: how often streams without a push channel repeat their "
         "incremental request.",
     ),
     th.Property(
-        "tail_state_seconds", number(minimum=0.1), default=10,
+        "tail_state_seconds", number(minimum=0.1, maximum=3600), default=10,
         description="Tail mode: longest time between two STATE messages while listening.",
     ),
 )

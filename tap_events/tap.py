@@ -57,7 +57,7 @@ class TapEvents(sdk_internals.TerminationHook):
         ),
         th.Property(
             "max_retry_wait_seconds",
-            th.IntegerType(minimum=1),
+            th.IntegerType(minimum=1, maximum=3600),
             default=300,
             description="Longest single wait honoured when an API sends Retry-After or "
             "X-RateLimit-Reset; a longer request fails the stream instead of stalling the run.",

@@ -24,6 +24,12 @@ def test_readme_settings_table_and_sample_config_are_current():
         ({"box": {"api_url": "http://box.example.com/2.0", "access_token": "x"}},
          "box.api_url 'http://box.example.com/2.0'"),
         ({"max_retries": "many"}, "config['max_retries']"),
+        # Durations past what a timer or a sleep can hold: a request deadline would never fire.
+        ({"alpaca": {"idle_timeout_seconds": 2**80, "api_key": "k", "api_secret": "s"}},
+         "config['alpaca']['idle_timeout_seconds']"),
+        ({"max_retry_wait_seconds": 10**12}, "config['max_retry_wait_seconds']"),
+        ({"tail_state_seconds": 1e300}, "config['tail_state_seconds']"),
+        ({"socotra": {"lookback_minutes": 2**64}}, "config['socotra']['lookback_minutes']"),
     ],
 )
 def test_bad_setting_stops_before_any_request_naming_it(config, named):

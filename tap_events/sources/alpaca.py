@@ -70,10 +70,10 @@ SETTINGS = (
     th.Property("api_key", th.StringType, description="Broker API key (HTTP Basic user)."),
     th.Property("api_secret", th.StringType, secret=True,
                 description="Broker API secret (HTTP Basic password)."),
-    th.Property("lookback_minutes", th.IntegerType(minimum=0), default=5,
+    th.Property("lookback_minutes", th.IntegerType(minimum=0, maximum=10080), default=5,
                 description="Each read starts this long before the newest event already "
                 "emitted, to catch events delivered out of id order; repeats are dropped."),
-    th.Property("idle_timeout_seconds", number(minimum=0.1), default=90,
+    th.Property("idle_timeout_seconds", number(minimum=0.1, maximum=3600), default=90,
                 description="A stream silent (no event, no heartbeat) this long is "
                 "reconnected from the newest event emitted."),
 )

@@ -107,7 +107,7 @@ SETTINGS = (
                 default="admin_logs", description="Feed read by `box_enterprise_events`: "
                 "`admin_logs` (chronological, by time window) or `admin_logs_streaming` "
                 "(low latency, repeats events, 14-day retention)."),
-    th.Property("lookback_minutes", th.IntegerType(minimum=0), default=15,
+    th.Property("lookback_minutes", th.IntegerType(minimum=0, maximum=10080), default=15,
                 description="`admin_logs` only: each run re-reads this many minutes before "
                 "the bookmark, as Box indexes enterprise events late (\"events can arrive "
                 "later than your filtering window\", with no documented bound); repeats are "

@@ -57,7 +57,7 @@ SETTINGS = (
     th.Property("page_size", th.IntegerType(minimum=1), default=100,
                 description="Events per page of `socotra_events` (`pageSize`) and failed jobs "
                 "per page of `socotra_failed_scheduled_events` (`count`)."),
-    th.Property("lookback_minutes", th.IntegerType(minimum=0), default=10,
+    th.Property("lookback_minutes", th.IntegerType(minimum=0, maximum=10080), default=10,
                 description="Each run re-reads this many minutes before the bookmark to catch "
                 "events of slow calls, stamped with their completion time. Must exceed the "
                 "longest API call whose events you need."),
