@@ -27,7 +27,7 @@ from singer_sdk.pagination import SinglePagePaginator
 from singer_sdk.streams.rest import PageContext
 
 from tap_events import retention, sdk_internals
-from tap_events.errors import TapEventsError, describe_failure, prefix, subject
+from tap_events.errors import TapEventsError, describe_failure, prefix, shape, subject
 from tap_events.http import DeadlineExceeded, decode, page_body
 from tap_events.oauth import ClientCredentials
 from tap_events.timestamps import UtcTimestamps
@@ -820,12 +820,6 @@ def shown(value: t.Any) -> str:
     """A state value as its JSON text read (the SDK reads JSON numbers with a fraction or
     exponent as Decimal: 1.2345678901234567e+19, not Decimal('1.2345678901234567E+19'))."""
     return repr(float(value)) if isinstance(value, decimal.Decimal) else repr(value)
-
-
-def shape(body: t.Any) -> str:
-    """`a JSON string`, `a JSON array`: what a body is, for an error line."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return f"a JSON {names.get(type(body), 'number')}"
 
 
 class CursorStream(EventStream):

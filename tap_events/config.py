@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
+from tap_events.errors import shape
 from tap_events.redact import secret_text
 
 if t.TYPE_CHECKING:
@@ -145,8 +146,7 @@ def read_json_object(path: str, what: str) -> dict[str, t.Any]:
             f"{error.colno})") from None
     if not isinstance(value, dict):
         raise InputFileError(
-            f"{where}: holds a JSON {type(value).__name__.replace('dict', 'object')}, "
-            "not an object") from None
+            f"{where}: holds {shape(value)}, not an object") from None
     return value
 
 

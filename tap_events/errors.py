@@ -82,3 +82,9 @@ def describe_failure(error: BaseException, *, label: str, stream: str, api: str,
         "TAP_EVENTS_LOGLEVEL=DEBUG shows the traceback)",
         secrets,
     )
+
+
+def shape(body: t.Any) -> str:
+    """`a JSON string`, `a JSON array`: what a body is, for an error line."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return f"a JSON {names.get(type(body), 'number')}"

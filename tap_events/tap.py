@@ -17,7 +17,8 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import StateMessage
 
 from tap_events import config, parallel, sdk_internals, tail
-from tap_events.client import EventStream, shape
+from tap_events.client import EventStream
+from tap_events.errors import shape
 from tap_events.http import DEFAULT_MAX_RESPONSE_MB
 from tap_events.redact import RedactingFilter, redact
 from tap_events.run import RunContext

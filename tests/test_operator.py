@@ -188,7 +188,7 @@ BAD_FILES = {
     "missing": (None, "no such file"),
     "not JSON": ("{'box': ", "not valid JSON"),
     "empty": ("", "not valid JSON"),
-    "a JSON array": ("[1, 2]", "holds a JSON list, not an object"),
+    "a JSON array": ("[1, 2]", "holds a JSON array, not an object"),
     "a directory": (..., "is a directory"),
 }
 
