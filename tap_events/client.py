@@ -26,7 +26,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.pagination import SinglePagePaginator
 from singer_sdk.streams.rest import PageContext
 
-from tap_events import retention, sdk_internals
+from tap_events import retention, sdk_internals, threads
 from tap_events.errors import TapEventsError, describe_failure, prefix, shape, subject
 from tap_events.http import DeadlineExceeded, decode, page_body
 from tap_events.oauth import ClientCredentials
@@ -547,7 +547,10 @@ class EventStream(sdk_internals.FastRecordPath):
 
         def fetch(background: bool) -> requests.Response | Future:
             prepared = self.prepare_page(context, paginator)
-            return pool.submit(send, prepared, context) if background else send(prepared, context)
+            if not background:
+                return send(prepared, context)
+            with threads.signals_held():  # the pool starts its worker on the first submit
+                return pool.submit(send, prepared, context)
 
         with (ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name) as pool,
               self.get_http_request_counter() as request_counter):

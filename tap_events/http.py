@@ -48,6 +48,7 @@ from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import NameResolutionError
 
+from tap_events import threads
 from tap_events.errors import TapEventsError, note_setting
 from tap_events.redact import printable, redact
 
@@ -112,7 +113,7 @@ class Deadline:
         self.lock = threading.Lock()
         self.timer = threading.Timer(max(0.0, seconds), self.expire)
         self.timer.daemon = True
-        self.timer.start()
+        threads.start(self.timer)
 
     def watch(self, sock: socket.socket | None) -> None:
         """The socket the request is answered on (`WatchedConnection.getresponse`)."""

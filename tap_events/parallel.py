@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from tap_events import threads
 from tap_events.writer import BufferedRecordWriter, Output, stdout_error_text
 
 if t.TYPE_CHECKING:
@@ -256,7 +257,7 @@ def feed(fd: int, data: bytes) -> None:
         with open(fd, "wb") as pipe, contextlib.suppress(BrokenPipeError):
             pipe.write(data)
 
-    threading.Thread(target=write, name="feed-child", daemon=True).start()
+    threads.start(threading.Thread(target=write, name="feed-child", daemon=True))
 
 
 def watch_parent() -> None:
@@ -272,7 +273,7 @@ def watch_parent() -> None:
         os._exit(1)  # the parent died: nobody reads the output any more
 
     if fd >= 0:
-        threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+        threads.start(threading.Thread(target=watch, name="watch-parent", daemon=True))
 
 
 def json_number(value: t.Any) -> float:

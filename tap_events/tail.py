@@ -29,6 +29,7 @@ import typing as t
 
 from singer_sdk import typing as th
 
+from tap_events import threads
 from tap_events.config import number
 from tap_events.sdk_internals import restart_from_bookmark
 
@@ -270,16 +271,16 @@ def listen(tap: Listener) -> None:
         # No request outlives the tail, whatever it is doing (a slow poll, a trickle).
         stream.http.ends_at = run.deadline
     run.flush = getattr(tap.message_writer, "flush", sys.stdout.flush)
-    threads = [
+    followers = [
         threading.Thread(target=run.follow, args=(stream, tap.failures),
                          name=f"tail-{stream.name}",
                          daemon=True)  # daemon: SIGTERM must not wait for a blocked read
         for stream in streams
     ]
-    for thread in threads:
-        thread.start()
+    for thread in followers:
+        threads.start(thread)
     next_state = time.monotonic() + run.state_seconds
-    for thread in threads:
+    for thread in followers:
         while thread.is_alive():
             thread.join(timeout=max(0.0, next_state - time.monotonic()))
             if time.monotonic() >= next_state:

@@ -28,6 +28,8 @@ import typing as t
 from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 from singer_sdk.singerlib import Message, RecordMessage
 
+from tap_events import threads
+
 #: Status of a run whose stdout was closed by its reader.
 STDOUT_CLOSED_STATUS = 1
 
@@ -100,9 +102,8 @@ class Output:
         """Hand `block` over; only right after `wait_free` said the slot is free."""
         with self.changed:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._write_blocks, name="stdout",
-                                                daemon=True)
-                self._thread.start()
+                self._thread = threads.start(threading.Thread(
+                    target=self._write_blocks, name="stdout", daemon=True))
             self._outgoing = block
             self._sent += 1
             self.changed.notify_all()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,7 +106,7 @@ class RunningTap:
         self.stderr_file = (Path(self.folder.name) / "stderr.log").open("w+")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                         stderr=self.stderr_file, text=True,
-                                        env={**clean_env(), **(env or {})})
+                                        env={**clean_env(), **SHOWS_STACKS, **(env or {})})
         #: (time.monotonic() when read, line) for every stdout line so far.
         self.lines: list[tuple[float, str]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -133,9 +135,14 @@ class RunningTap:
         return (Path(self.folder.name) / "stderr.log").read_text()
 
     def wait(self, timeout: float = 60) -> TapRun:
-        """Wait for the process to end; what it wrote, as `run_tap` returns it."""
+        """Wait for the process to end; what it wrote, as `run_tap` returns it. A run that
+        does not end in time fails the test with its stderr and a traceback of every thread."""
         try:
             self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            show_stacks(self.process)
+            raise AssertionError(f"the tap did not end within {timeout:g} s; stderr:\n"
+                                 f"{self.stderr()[-6000:]}") from None
         finally:
             if self.process.poll() is None:
                 self.process.kill()
@@ -147,6 +154,18 @@ class RunningTap:
         self.stderr_file.close()
         self.folder.cleanup()
         return run
+
+
+#: The environment of a tap that `show_stacks` can ask where it is stuck.
+SHOWS_STACKS = {"PYTHONFAULTHANDLER": "1"}
+
+
+def show_stacks(process: subprocess.Popen) -> None:
+    """A run that did not end in time (started with `SHOWS_STACKS`): its stderr gets every
+    thread's stack (faulthandler, on SIGABRT), which the failing test then shows."""
+    process.send_signal(signal.SIGABRT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
 
 
 def clean_env() -> dict[str, str]:

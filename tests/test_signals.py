@@ -37,7 +37,7 @@ import pytest
 
 from tap_events_emulator import alpaca as emulated_alpaca
 from tap_events_emulator import start_emulator, tap_config
-from tests.support import clean_env, tap_command
+from tests.support import SHOWS_STACKS, clean_env, show_stacks, tap_command
 
 #: How long a test waits for the run to end once it must: far more than it takes (a few
 #: seconds, on a loaded machine too), far less than what the run would otherwise wait for.
@@ -60,7 +60,7 @@ class Tap:
         self.stderr_path = folder / "stderr.log"
         with self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
-                                            env=clean_env())
+                                            env={**clean_env(), **SHOWS_STACKS})
         self.out = bytearray()
         #: Reading stdout goes on only while this is set.
         self.draining = threading.Event()
@@ -138,9 +138,10 @@ class Tap:
                 self.ended_at = time.monotonic()
                 break
             if time.monotonic() > deadline:
+                show_stacks(self.process)
                 self.process.kill()
                 raise AssertionError(f"the tap did not end within {timeout} s; stderr:\n"
-                                     f"{self.stderr()[-3000:]}")
+                                     f"{self.stderr()[-6000:]}")
             time.sleep(0.01)
         self.status = self.process.returncode
         self.draining.set()
@@ -167,6 +168,31 @@ def blocked_in_pipe_write(pid: int) -> bool:
             if "pipe_write" in (task / "wchan").read_text():
                 return True
     return False
+
+
+def process_tree(pid: int) -> list[int]:
+    """Process `pid` and its children (one per API in parallel mode)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return [pid, *children]
+
+
+def threads_taking_signals(pids: list[int]) -> list[str]:
+    """The threads of processes `pids`, other than each one's main thread, that do not block
+    SIGTERM and SIGINT (`SigBlk` in /proc), by process and thread name."""
+    handled = (1 << signal.SIGTERM - 1) | (1 << signal.SIGINT - 1)
+    found = []
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that just ended
+                status = dict(line.split(":", 1) for line in
+                              (task / "status").read_text().splitlines() if ":" in line)
+                if int(task.name) != pid and int(status["SigBlk"], 16) & handled != handled:
+                    found.append(f"{pid}/{status['Name'].strip()}")
+    return found
 
 
 def requests_by_api(emulator, streams: t.Iterable[str]) -> dict[str, int]:
@@ -357,6 +383,12 @@ def test_sigterm_while_waiting_for_new_events_ends_at_once(make_emulator, stream
               "tail_state_seconds": SILENT_SECONDS}
     tap = Tap(config, streams)
     tap.wait_for(listening(emulator, streams), "the streams to listen")
+    # The kernel gives a process's signal to any thread not blocking it, and Python runs the
+    # handler only when the main thread next runs Python code: taken by another thread, the
+    # signal would wait with the main thread (joining the tail's threads) for 10 minutes.
+    processes = process_tree(tap.process.pid)
+    assert len(processes) == (1 if len(streams) == 1 else 1 + len(streams)), processes
+    assert threads_taking_signals(processes) == []
     sent = tap.signal()
     status = tap.wait()
     tap.report(f"tail, {'+'.join(streams)}", sent)
