@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import typing as t
@@ -192,3 +194,133 @@ def select_streams(catalog: dict, names: set[str]) -> dict:
 
 def log_lines(run: TapRun, level: str) -> list[str]:
     return [line for line in run.stderr.splitlines() if f"| {level}" in line]
+
+
+# ------------------------------------------------------------ a process a test signals
+
+
+#: How long a test waits for the run to end once it must: far more than it takes (a few
+#: seconds, on a loaded machine too), far less than what the run would otherwise wait for.
+PROMPT = 60
+F_GETPIPE_SZ = 1032
+
+
+class Tap:
+    """`tap-events` as a process whose stdout the test reads, or does not read, at will."""
+
+    def __init__(self, config: dict, streams: t.Iterable[str], *, drain: bool = True,
+                 read: bool = True) -> None:
+        self.folder = tempfile.TemporaryDirectory()
+        folder = Path(self.folder.name)
+        command = tap_command(folder, config, streams=streams)
+        self.stderr_path = folder / "stderr.log"
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,
+                                            env={**clean_env(), **SHOWS_STACKS})
+        self.out = bytearray()
+        #: Reading stdout goes on only while this is set.
+        self.draining = threading.Event()
+        if drain:
+            self.draining.set()
+        self.lines_read = 0
+        self.reader = None
+        if read:
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
+        self.status: int | None = None
+        self.peak_rss_mb = 0.0
+        self.ended_at = 0.0
+        self.ended_stderr: str | None = None
+
+    def _read(self) -> None:
+        fd = self.process.stdout.fileno()
+        while True:
+            self.draining.wait()
+            data = os.read(fd, 1 << 16)
+            if not data:
+                return
+            self.out += data
+            self.lines_read += data.count(b"\n")
+
+    def stderr(self) -> str:
+        if self.ended_stderr is not None:
+            return self.ended_stderr
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for(self, condition: t.Callable[[], t.Any], what: str,
+                 timeout: float = 4 * PROMPT) -> None:
+        """Wait until `condition` holds; fails if the tap ends first. The timeout only stops a
+        hung test: on a loaded machine the tap may take minutes to get there."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"gave up waiting for {what}; stderr:\n"
+                                     f"{self.stderr()[-3000:]}")
+            time.sleep(0.02)
+
+    def wait_until_stdout_is_full(self) -> None:
+        """The target stopped reading and the tap wrote until the pipe filled up: the pipe
+        holds more than half its capacity and the writing thread sleeps in the kernel's pipe
+        write (its `wchan`), not merely between two writes."""
+        fd = self.process.stdout.fileno()
+        capacity = fcntl.fcntl(fd, F_GETPIPE_SZ)
+
+        def full() -> bool:
+            held = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little")
+            return held > capacity // 2 and blocked_in_pipe_write(self.process.pid)
+
+        self.wait_for(full, "a full stdout pipe")
+
+    def signal(self, signum: int = signal.SIGTERM) -> float:
+        sent = time.monotonic()
+        self.process.send_signal(signum)
+        return sent
+
+    def wait(self, timeout: float = PROMPT) -> int:
+        """The exit status, with the time it ended and its peak RSS.
+
+        The peak is the kernel's high-water mark of the process (`VmHWM`), read until it
+        ends: `wait4`'s `ru_maxrss` would count the test process too (a child spawned by
+        vfork inherits the parent's mark at exec).
+        """
+        deadline = time.monotonic() + timeout
+        status_file = Path(f"/proc/{self.process.pid}/status")
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                for line in status_file.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+            if self.process.poll() is not None:
+                self.ended_at = time.monotonic()
+                break
+            if time.monotonic() > deadline:
+                show_stacks(self.process)
+                self.process.kill()
+                raise AssertionError(f"the tap did not end within {timeout} s; stderr:\n"
+                                     f"{self.stderr()[-6000:]}")
+            time.sleep(0.01)
+        self.status = self.process.returncode
+        self.draining.set()
+        if self.reader is not None:
+            self.reader.join(timeout=120)
+        self.ended_stderr = self.stderr()
+        self.folder.cleanup()
+        return self.status
+
+    def messages(self) -> list[dict]:
+        """Every stdout line, each of which must be a whole JSON message."""
+        return [json.loads(line) for line in bytes(self.out).splitlines()]
+
+    def report(self, case: str, since: float) -> None:
+        print(f"\n[measure] {case}: ended {self.ended_at - since:.2f} s after, "
+              f"peak RSS {self.peak_rss_mb:.0f} MB, status {self.status}")
+
+
+def blocked_in_pipe_write(pid: int) -> bool:
+    """Whether a thread of process `pid` sleeps in a pipe write (`pipe_write`, or
+    `anon_pipe_write` on newer kernels)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if "pipe_write" in (task / "wchan").read_text():
+                return True
+    return False

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tap_events_emulator import tap_config
-from tests.test_signals import Tap
+from tests.support import Tap
 
 #: Peak RSS (MB) of a run whose answers are capped at `max_response_mb: 10`: the
 #: interpreter and the SDK take about 60-80 MB, a capped body a few times its cap at most.
