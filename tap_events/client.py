@@ -99,8 +99,10 @@ class EventStream(sdk_internals.FastRecordPath):
         self._gaps: list[str] = []
         #: Partitions that failed this run, each with its one-line reason (`get_records`).
         self._partition_failures: list[str] = []
-        #: Seconds spent syncing this run (a tailing stream syncs again and again).
-        self.sync_seconds = 0.0
+        #: Seconds spent in finished syncs this run (a tailing stream syncs again and again).
+        self._synced_seconds = 0.0
+        #: When the sync in progress started (monotonic), if one is.
+        self._sync_started: float | None = None
         self._extracted_at = sdk_internals.utc_now()
         self._extracted_until = 0.0
         if self.window_lag is not None:
@@ -187,7 +189,7 @@ class EventStream(sdk_internals.FastRecordPath):
         if self.tail is not None and self.window_lag is not None:
             # Each poll of a tail run reads a new window, up to the time of that poll.
             self.window_end = self.window_now()
-        started = time.monotonic()
+        started = self._sync_started = time.monotonic()
         failures: list[str] = []
         try:
             super().sync(context)
@@ -202,11 +204,19 @@ class EventStream(sdk_internals.FastRecordPath):
             # The bookmark in memory covers only records already written, so it is safe to
             # hand to the target: the next run resumes here instead of re-reading the page.
             self.checkpoint()
-        self.sync_seconds += time.monotonic() - started
+        self._synced_seconds += time.monotonic() - started
+        self._sync_started = None
         # A gap was logged when found; it fails the run only now, after what exists was loaded.
         failures += self._partition_failures + self._gaps
         if failures:
             self.run.record_failure(self.name, "; ".join(failures))
+
+    @property
+    def sync_seconds(self) -> float:
+        """Seconds spent syncing this run, a sync in progress included (a run ended by a
+        signal is summarized while its streams sync)."""
+        running = self._sync_started
+        return self._synced_seconds + (0.0 if running is None else time.monotonic() - running)
 
     def get_records(self, context: Context | None) -> t.Iterable[dict]:
         """Check the bookmark against the API's retention, then read as usual.

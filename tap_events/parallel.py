@@ -150,8 +150,11 @@ class Stopped(Exception):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.complete = complete
-        #: Each API's exit status.
+        #: Each API's exit status, the reports its process sent (`tap_events.summary`), and
+        #: the state of the last STATE written: set once every child has ended.
         self.statuses: dict[str, int] = {}
+        self.reports: dict[str, bytes] = {}
+        self.state: dict[str, t.Any] = {}
 
 
 class Termination:
@@ -218,7 +221,7 @@ def run(
         reports = {child.api: child.sent_reports() for child in children}
         os.close(alive_write)
     if stop is not None:
-        stop.statuses = statuses
+        stop.statuses, stop.reports, stop.state = statuses, reports, merger.state
         raise stop
     return Finished(statuses, reports, merger.state)
 

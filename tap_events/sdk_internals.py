@@ -113,10 +113,10 @@ class FastRecordPath(RESTStream):
         `time_extracted` taken once a second instead of once a record.
         """
         self.check_keys(record)
-        self.records_written += 1
         writer = self.record_writer
         if not isinstance(writer, BufferedRecordWriter):
             super()._write_record_message(record)
+            self.records_written += 1
             return
         if self.has_deselected_fields:
             pop_deselected_record_properties(record, self.schema, self.mask)
@@ -127,6 +127,8 @@ class FastRecordPath(RESTStream):
                 writer.write_record(
                     stream_map.stream_alias, mapped, self._stream_version, extracted
                 )
+        # Counted once the writer took it: a write stopped by a signal does not count.
+        self.records_written += 1
         self.state_manager.is_flushed = False
 
     def may_bookmark(self, record: dict, context: Context | None) -> bool:

@@ -3,7 +3,10 @@
 At the end of a sync the tap logs one line per stream (records, bookmark before → after,
 time, status) and one total line (records, APIs, failed streams, exit code), then the same
 facts as one JSON line on stderr (`{"type": "RUN_SUMMARY", ...}`), the run's last line, so a
-scheduler can alert on `exit_code` or `failed_streams` without parsing prose.
+scheduler can alert on `exit_code` or `failed_streams` without parsing prose. A run ended by
+SIGTERM/SIGINT is summarized too, after its final STATE, naming the signal (`ended_by`); when
+stdout did not take that STATE the bookmarks after are unknown (the target kept an earlier
+one).
 
 Bookmarks come from the run's input state and its last STATE; records, time and status from
 the process that ran the stream. In parallel mode that is an API's child process, which sends
@@ -28,6 +31,8 @@ if t.TYPE_CHECKING:
 SUMMARY_TYPE = "RUN_SUMMARY"
 #: Bookmarks are shown whole up to this length in the log lines (a cursor can be long).
 MAX_BOOKMARK_CHARS = 60
+#: Records or bookmarks the summary cannot know (a process that died, a STATE not written).
+UNKNOWN = "unknown"
 
 
 @dataclass
@@ -61,17 +66,24 @@ class RunSummary:
     """The summary of one run, from its stream reports and its first and last state."""
 
     def __init__(self, reports: Iterable[StreamReport], *, before: Mapping[str, t.Any] | None,
-                 after: Mapping[str, t.Any] | None, exit_code: int, secrets: list[str]) -> None:
+                 after: Mapping[str, t.Any] | None, exit_code: int, secrets: list[str],
+                 ended_by: str | None = None) -> None:
+        """`after` is the state of the run's last STATE, None when it is not known (stdout
+        did not take the final STATE); `ended_by` the signal that ended the run, if one did."""
         self.reports = sorted(reports, key=lambda report: report.stream)
         self.before = before
         self.after = after
         self.exit_code = exit_code
         self.secrets = secrets
+        self.ended_by = ended_by
 
     def bookmarks(self, stream: str) -> tuple[str | None, str | None]:
         """Before → after, secrets masked (a cursor is the API's text)."""
         return self.masked(bookmark_of(self.before, stream)), self.masked(
             bookmark_of(self.after, stream))
+
+    def shown_after(self, bookmark: str | None) -> str:
+        return UNKNOWN if self.after is None else shown(bookmark)
 
     def masked(self, bookmark: str | None) -> str | None:
         return None if bookmark is None else printable(redact(bookmark, self.secrets))
@@ -92,15 +104,17 @@ class RunSummary:
         """One line per stream, then the total line."""
         lines = []
         for report in self.reports:
-            before, after = (shown(value) for value in self.bookmarks(report.stream))
-            records = "unknown" if report.records is None else str(report.records)
-            lines.append(f"Run summary: {report.stream}: {records} records, bookmark {before} "
-                         f"→ {after}, {report.seconds:.1f} s, {report.status}")
+            before, after = self.bookmarks(report.stream)
+            records = UNKNOWN if report.records is None else str(report.records)
+            lines.append(f"Run summary: {report.stream}: {records} records, bookmark "
+                         f"{shown(before)} → {self.shown_after(after)}, "
+                         f"{report.seconds:.1f} s, {report.status}")
         failed = self.failed
         lines.append(
             f"Run summary: {self.records} records from {len(self.apis)} API(s) "
             f"({', '.join(self.apis) or 'none'}), {len(failed)} failed stream(s)"
-            f"{' (' + ', '.join(failed) + ')' if failed else ''}, exit code {self.exit_code}")
+            f"{' (' + ', '.join(failed) + ')' if failed else ''}, exit code {self.exit_code}"
+            f"{f', ended by {self.ended_by}' if self.ended_by else ''}")
         return lines
 
     def json_line(self) -> str:
@@ -111,8 +125,9 @@ class RunSummary:
             streams.append({**asdict(report), "seconds": round(report.seconds, 3),
                             "bookmark_before": before, "bookmark_after": after})
         return json.dumps({
-            "type": SUMMARY_TYPE, "exit_code": self.exit_code, "records": self.records,
-            "apis": self.apis, "failed_streams": self.failed, "streams": streams,
+            "type": SUMMARY_TYPE, "exit_code": self.exit_code, "ended_by": self.ended_by,
+            "records": self.records, "apis": self.apis, "failed_streams": self.failed,
+            "streams": streams,
         }, ensure_ascii=False)
 
     def log(self, logger: logging.Logger) -> None:
@@ -126,6 +141,7 @@ class RunSummary:
 
 
 def shown(bookmark: str | None) -> str:
+    """A bookmark in a log line: "none", or the value, cut to `MAX_BOOKMARK_CHARS`."""
     if bookmark is None:
         return "none"
     return bookmark if len(bookmark) <= MAX_BOOKMARK_CHARS else (

@@ -160,6 +160,9 @@ class TapEvents(sdk_internals.TerminationHook):
         self.ending = False
         #: The tail phase while it runs (tap_events/tail.py).
         self.tail_run: tail.TailRun | None = None
+        #: Once the sync began: the APIs synced (their selected streams) and the input state,
+        #: for the run summary however the run ends.
+        self.synced: tuple[dict[str, set[str]], Mapping[str, t.Any]] | None = None
         try:
             super().__init__(*args, **kwargs)
         except ConfigValidationError as error:
@@ -268,6 +271,7 @@ class TapEvents(sdk_internals.TerminationHook):
             self.logger.error("%s", self.nothing_to_sync())
             sys.exit(1)
         before = copy.deepcopy(self.state or {})
+        self.synced = (apis, before)
         if len(apis) > 1 and self.config.get("parallel_apis", True) and can_fork_output():
             # Each API's process also tails its own streams when tail_seconds is set.
             reports, after = self.sync_apis_in_parallel(apis)
@@ -300,7 +304,8 @@ class TapEvents(sdk_internals.TerminationHook):
         return reports
 
     def report_run(self, reports: list[StreamReport], *, before: Mapping[str, t.Any],
-                   after: Mapping[str, t.Any], exit_code: int) -> None:
+                   after: Mapping[str, t.Any] | None, exit_code: int,
+                   ended_by: str | None = None) -> None:
         """The run summary (tap_events/summary.py); a parallel child sends its reports to the
         parent instead, which summarizes every API."""
         fd = parallel.report_fd()
@@ -308,7 +313,7 @@ class TapEvents(sdk_internals.TerminationHook):
             send_reports(fd, reports)
             return
         RunSummary(reports, before=before, after=after, exit_code=exit_code,
-                   secrets=self.run.secrets).log(self.logger)
+                   secrets=self.run.secrets, ended_by=ended_by).log(self.logger)
 
     def warn_of_foreign_bookmarks(self) -> None:
         """One warning for bookmarks of streams this tap does not have (the state file of
@@ -352,18 +357,30 @@ class TapEvents(sdk_internals.TerminationHook):
                 self.tail_run.stop()
             return StateMessage(value=self.state)
 
-        if writer.finish(final_state):
-            end_process(0)
-        self.end_without_final_state(signum, writer.FINISH_SECONDS)
+        written = writer.finish(final_state)
+        if not written:
+            self.say_final_state_unwritten(signum, writer.FINISH_SECONDS)
+        reports = self.stream_reports(self.synced[0]) if self.synced else []
+        self.end_signalled(signum, reports, after=self.state if written else None,
+                           status=0 if written else 128 + signum)
 
-    def end_without_final_state(self, signum: int, seconds: float) -> t.NoReturn:
-        """One line saying the final STATE could not be written, then 128 + the signal."""
+    def say_final_state_unwritten(self, signum: int, seconds: float) -> None:
+        """One line saying the final STATE could not be written (the run ends 128 + the
+        signal)."""
         self.logger.error(
             "%s: stdout did not take the final state within %g s (the target is not reading); "
             "ending without it, the target keeps the last state it received",
             signal.Signals(signum).name, seconds,
         )
-        end_process(128 + signum)
+
+    def end_signalled(self, signum: int, reports: list[StreamReport], *,
+                      after: Mapping[str, t.Any] | None, status: int) -> t.NoReturn:
+        """The run summary of a run a signal ended (`after`: the state of its final STATE,
+        None when that was not written), then the end of the process with `status`."""
+        if self.synced is not None:
+            self.report_run(reports, before=self.synced[1], after=after, exit_code=status,
+                            ended_by=signal.Signals(signum).name)
+        end_process(status)
 
     def apis_to_sync(self) -> dict[str, set[str]]:
         """The selected streams of each configured API, by API name."""
@@ -438,12 +455,16 @@ class TapEvents(sdk_internals.TerminationHook):
         failed = {api: status for api, status in stopped.statuses.items()
                   if status not in (0, -stopped.signum)}
         if not stopped.complete:
-            self.end_without_final_state(stopped.signum, parallel.FINISH_SECONDS)
-        if failed:
+            self.say_final_state_unwritten(stopped.signum, parallel.FINISH_SECONDS)
+        elif failed:
             self.logger.error("%s: ended with %s", stopped, ", ".join(
                 f"{labels[api]} status {status}" for api, status in failed.items()))
-            end_process(128 + stopped.signum)
-        end_process(0)
+        apis = self.synced[0] if self.synced else {}
+        reports = [report for api, streams in apis.items() for report in child_reports(
+            api, streams, stopped.reports.get(api, b""), failed.get(api, 0))]
+        self.end_signalled(stopped.signum, reports,
+                           after=stopped.state if stopped.complete else None,
+                           status=0 if stopped.complete and not failed else 128 + stopped.signum)
 
 
 class ChildLogFilter(logging.Filter):

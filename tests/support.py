@@ -170,6 +170,14 @@ def show_stacks(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+def summary_of(stderr: str) -> dict:
+    """The run's machine-readable summary: the last line of its stderr, one JSON object."""
+    last = stderr.rstrip("\n").splitlines()[-1]
+    summary = json.loads(last)
+    assert summary["type"] == "RUN_SUMMARY"
+    return summary
+
+
 def clean_env() -> dict[str, str]:
     """The environment without TAP_EVENTS_* settings a developer may have exported."""
     return {k: v for k, v in os.environ.items() if not k.startswith("TAP_EVENTS_")}

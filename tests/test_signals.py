@@ -32,7 +32,7 @@ import pytest
 
 from tap_events_emulator import alpaca as emulated_alpaca
 from tap_events_emulator import start_emulator, tap_config
-from tests.support import PROMPT, Tap
+from tests.support import PROMPT, Tap, summary_of
 
 #: How long a stream blocked on a silent socket would otherwise wait (long poll, heartbeat).
 SILENT_SECONDS = 600
@@ -63,6 +63,21 @@ def threads_taking_signals(pids: list[int]) -> list[str]:
                 if int(task.name) != pid and int(status["SigBlk"], 16) & handled != handled:
                     found.append(f"{pid}/{status['Name'].strip()}")
     return found
+
+
+def summary_lines(stderr: str, streams: t.Iterable[str]) -> list[str]:
+    """The run summary's line for each of `streams` (each must have one)."""
+    lines = stderr.splitlines()
+    found = [next((line.split(" | ")[-1] for line in lines
+                   if f"Run summary: {stream}: " in line), None) for stream in streams]
+    assert None not in found, stderr[-3000:]
+    return t.cast("list[str]", found)
+
+
+def bookmark_of(bookmarks: dict, stream: str) -> str | None:
+    """The value the summary shows for a stream's bookmark in a STATE."""
+    value = bookmarks.get(stream, {}).get("replication_key_value")
+    return None if value is None else str(value)
 
 
 def requests_by_api(emulator, streams: t.Iterable[str]) -> dict[str, int]:
@@ -150,6 +165,11 @@ def test_sigterm_while_stdout_stays_blocked_ends_anyway_with_status_143(emulator
     stderr = tap.stderr()
     assert "stdout did not take the final state" in stderr
     assert "Traceback" not in stderr
+    # The summary still comes, and does not claim a bookmark the target may not have.
+    summary = summary_of(stderr)
+    assert (summary["exit_code"], summary["ended_by"]) == (128 + signal.SIGTERM, "SIGTERM")
+    assert [s["bookmark_after"] for s in summary["streams"]] == [None] * len(streams)
+    assert all("→ unknown," in line for line in summary_lines(stderr, streams))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -266,6 +286,15 @@ def test_sigterm_while_waiting_for_new_events_ends_at_once(make_emulator, stream
     assert status == 0, tap.stderr()[-2000:]
     messages = assert_ends_on_state(tap)
     assert {m["stream"] for m in messages if m["type"] == "RECORD"} == set(streams)
+    # The run summary says what the run did, to the final STATE, and what ended it.
+    summary = summary_of(tap.stderr())
+    assert (summary["exit_code"], summary["ended_by"]) == (0, "SIGTERM")
+    final = messages[-1]["value"]["bookmarks"]
+    assert {s["stream"]: (s["records"], s["bookmark_after"]) for s in summary["streams"]} == {
+        stream: (sum(m.get("stream") == stream for m in messages if m["type"] == "RECORD"),
+                 bookmark_of(final, stream)) for stream in streams}
+    assert summary_lines(tap.stderr(), streams)
+    assert "exit code 0, ended by SIGTERM" in tap.stderr()
 
 
 # ---------------------------------------------------------------- an SSE line without end
