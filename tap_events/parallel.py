@@ -40,7 +40,12 @@ from dataclasses import dataclass
 import orjson
 
 from tap_events import threads
-from tap_events.writer import BufferedRecordWriter, Output, stdout_error_text
+from tap_events.writer import (
+    BufferedRecordWriter,
+    Output,
+    end_after_signal_anyway,
+    stdout_error_text,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -393,6 +398,7 @@ def forwarded_termination(children: list[Child], termination: Termination) -> t.
             return
         termination.signum = signum
         termination.deadline = time.monotonic() + FINISH_SECONDS
+        end_after_signal_anyway(signum)
         for child in children:
             if child.process.poll() is None:
                 child.process.send_signal(signum)

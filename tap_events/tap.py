@@ -24,7 +24,12 @@ from tap_events.redact import RedactingFilter, redact
 from tap_events.run import RunContext
 from tap_events.sources import SOURCES
 from tap_events.summary import RunSummary, StreamReport, child_reports, send_reports
-from tap_events.writer import STDOUT_CLOSED_STATUS, BufferedRecordWriter, end_process
+from tap_events.writer import (
+    STDOUT_CLOSED_STATUS,
+    BufferedRecordWriter,
+    end_after_signal_anyway,
+    end_process,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -333,6 +338,7 @@ class TapEvents(sdk_internals.TerminationHook):
         if self.ending:
             return  # the same Ctrl-C reaches the run twice (terminal and parallel parent)
         self.ending = True
+        end_after_signal_anyway(signum)
         writer = getattr(self, "message_writer", None)  # None while the SDK starts up
         if isinstance(writer, BufferedRecordWriter) and writer.inside():
             # Interrupted half-way through a line: done when that line is whole.

@@ -217,10 +217,11 @@ class Tap:
     """`tap-events` as a process whose stdout the test reads, or does not read, at will."""
 
     def __init__(self, config: dict, streams: t.Iterable[str], *, drain: bool = True,
-                 read: bool = True) -> None:
+                 read: bool = True, python: t.Sequence[str] = TAP) -> None:
+        """`python`: how the tap is run (a test may run it with a patch applied first)."""
         self.folder = tempfile.TemporaryDirectory()
         folder = Path(self.folder.name)
-        command = tap_command(folder, config, streams=streams)
+        command = [*python, *tap_command(folder, config, streams=streams)[len(TAP):]]
         self.stderr_path = folder / "stderr.log"
         with self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr,

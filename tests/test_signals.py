@@ -23,6 +23,7 @@ import random
 import signal
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from tap_events.writer import SIGNAL_BACKSTOP_SECONDS
 from tap_events_emulator import alpaca as emulated_alpaca
 from tap_events_emulator import start_emulator, tap_config
 from tests.support import PROMPT, Tap, summary_of
@@ -191,6 +193,35 @@ def test_sigterm_at_a_random_moment_of_fast_output_leaves_the_final_state_last(e
     assert status == 0, tap.stderr()[-2000:]
     assert_read_no_further(emulator, at_signal)
     assert_ends_on_state(tap)
+
+
+#: Code that makes the end of a signalled run hang where no known wait is (the tap's final
+#: STATE write; the parallel parent's last hand-over to stdout), then runs the tap.
+STUCK_END = {
+    "single": "from tap_events.writer import BufferedRecordWriter as Patched",
+    "parallel": "from tap_events.parallel import Copier as Patched",
+}
+
+
+@pytest.mark.parametrize("mode", ["single", "parallel"])
+def test_an_end_that_hangs_is_cut_off_by_the_backstop(emulator, mode):
+    """Whatever the end of a signalled run gets stuck in, the process is gone
+    `SIGNAL_BACKSTOP_SECONDS` after the signal: 128 + the signal, and one line saying so."""
+    patch = (f"import time; {STUCK_END[mode]}; "
+             "Patched.finish = lambda *args, **kwargs: time.sleep(3600); "
+             "from tap_events.tap import TapEvents; TapEvents.cli()")
+    tap = Tap(tap_config(emulator.url), PARALLEL if mode == "parallel" else SINGLE,
+              python=[sys.executable, "-c", patch])
+    tap.wait_for(lambda: tap.lines_read >= 1000, "1000 lines")
+    sent = tap.signal()
+    status = tap.wait(timeout=SIGNAL_BACKSTOP_SECONDS + PROMPT)
+    tap.report(f"an end that hangs ({mode})", sent)
+
+    assert status == 128 + signal.SIGTERM, tap.stderr()[-2000:]
+    assert tap.ended_at - sent >= SIGNAL_BACKSTOP_SECONDS - 0.5  # it was the backstop
+    assert tap.stderr().rstrip().splitlines()[-1] == (
+        "SIGTERM: the run did not end within 10 s of the signal; ending it now, the target "
+        "keeps the last state it received")
 
 
 # ---------------------------------------------------------------- a closed stdout
