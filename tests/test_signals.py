@@ -195,11 +195,12 @@ def test_sigterm_at_a_random_moment_of_fast_output_leaves_the_final_state_last(e
     assert_ends_on_state(tap)
 
 
-#: Code that makes the end of a signalled run hang where no known wait is (the tap's final
-#: STATE write; the parallel parent's last hand-over to stdout), then runs the tap.
+#: What is made to hang, a step only the end of a signalled run takes: the final STATE write
+#: (`BufferedRecordWriter.finish`), or the parallel parent's end once its API processes
+#: ended (`TapEvents.end_stopped`).
 STUCK_END = {
-    "single": "from tap_events.writer import BufferedRecordWriter as Patched",
-    "parallel": "from tap_events.parallel import Copier as Patched",
+    "single": ("tap_events.writer", "BufferedRecordWriter", "finish"),
+    "parallel": ("tap_events.tap", "TapEvents", "end_stopped"),
 }
 
 
@@ -207,8 +208,9 @@ STUCK_END = {
 def test_an_end_that_hangs_is_cut_off_by_the_backstop(emulator, mode):
     """Whatever the end of a signalled run gets stuck in, the process is gone
     `SIGNAL_BACKSTOP_SECONDS` after the signal: 128 + the signal, and one line saying so."""
-    patch = (f"import time; {STUCK_END[mode]}; "
-             "Patched.finish = lambda *args, **kwargs: time.sleep(3600); "
+    module, cls, method = STUCK_END[mode]
+    patch = (f"import time; from {module} import {cls}; "
+             f"{cls}.{method} = lambda *args, **kwargs: time.sleep(3600); "
              "from tap_events.tap import TapEvents; TapEvents.cli()")
     tap = Tap(tap_config(emulator.url), PARALLEL if mode == "parallel" else SINGLE,
               python=[sys.executable, "-c", patch])
