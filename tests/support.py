@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,6 +199,14 @@ def select_streams(catalog: dict, names: set[str]) -> dict:
             if item["breadcrumb"] == []:
                 item["metadata"]["selected"] = entry["tap_stream_id"] in names
     return catalog
+
+
+def retry_waits(run: TapRun, after: str = "") -> list[float]:
+    """The wait of each logged retry (`... retry 2 in 3.4 s after <what>`), for retries after
+    an error matching the regular expression `after`. A wait is what the API asked for (or
+    the back-off) plus up to 1 s of jitter, so a test compares it with a range."""
+    return [float(wait) for wait in re.findall(rf" retry \d+ in ([\d.]+) s after .*{after}",
+                                               "\n".join(log_lines(run, "WARNING")))]
 
 
 def log_lines(run: TapRun, level: str) -> list[str]:

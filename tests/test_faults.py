@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import tempfile
@@ -31,7 +30,7 @@ from tests.reliability import (
     read_timeout,
     small_pages,
 )
-from tests.support import TAP, TapRun, clean_env, log_lines, run_tap
+from tests.support import TAP, TapRun, clean_env, log_lines, retry_waits, run_tap
 
 if t.TYPE_CHECKING:
     from tap_events_emulator.app import EmulatorServer
@@ -93,8 +92,7 @@ def test_fault_is_survived_with_every_event_once(emulator, api, fault):
     assert retries >= (3 if fault in ("429x3", "5xx_burst") else 1), warnings
     if fault == "429x3":
         # Waited as asked, plus the jitter (up to 1 s) that keeps clients from retrying at once.
-        waits = [float(w) for w in re.findall(r" retry \d+ in ([\d.]+) s after .*HTTP 429",
-                                              warnings)]
+        waits = retry_waits(run, after="HTTP 429")
         asked = float(RETRY_AFTER)
         assert len(waits) == 3 and all(asked <= w <= asked + 1 for w in waits), warnings
     assert not log_lines(run, "ERROR")

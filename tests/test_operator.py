@@ -29,6 +29,7 @@ from tests.support import (
     clean_env,
     log_lines,
     parse_messages,
+    retry_waits,
     run_tap,
     summary_of,
 )
@@ -304,10 +305,6 @@ def not_tls():
     server.close()
 
 
-def retry_lines(run: TapRun) -> list[str]:
-    return [line for line in log_lines(run, "WARNING") if ": retry " in line]
-
-
 @pytest.mark.parametrize("setting", ["token_url", "api_url"])
 def test_a_tls_error_fails_at_once_naming_the_url_setting_used(emulator, config, not_tls,
                                                                 setting):
@@ -321,7 +318,7 @@ def test_a_tls_error_fails_at_once_naming_the_url_setting_used(emulator, config,
     assert "TLS handshake failed" in line
     assert f"check box.{setting})" in line
     assert f"https://127.0.0.1:{not_tls.port}/box/x" in line
-    assert retry_lines(run) == []
+    assert retry_waits(run) == []
     assert not_tls.connections == 1
 
 
@@ -333,7 +330,7 @@ def test_an_unknown_host_fails_at_once_naming_the_token_url(config):
     line = next(line for line in log_lines(run, "ERROR") if "'box_events'" in line)
     assert "unknown host for https://tap-events-test.invalid/oauth2/token" in line
     assert "check box.token_url)" in line
-    assert retry_lines(run) == []
+    assert retry_waits(run) == []
 
 
 def closed_port() -> int:
@@ -350,7 +347,7 @@ def test_a_refused_token_request_keeps_the_retry_budget_and_a_dead_api_is_tried_
                   streams=["box_events", "box_enterprise_events"])
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
-    assert len(retry_lines(run)) == DEFAULT_MAX_TRIES - 1, run.stderr
+    assert len(retry_waits(run)) == DEFAULT_MAX_TRIES - 1, run.stderr
     failed = [line for line in log_lines(run, "ERROR") if "failed after retries" in line
               and "(check box.token_url and the network)" in line]
     assert {stream for stream in ("'box_events'", "'box_enterprise_events'")
