@@ -155,11 +155,8 @@ class Stopped(Exception):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.complete = complete
-        #: Each API's exit status, the reports its process sent (`tap_events.summary`), and
-        #: the state of the last STATE written: set once every child has ended.
-        self.statuses: dict[str, int] = {}
-        self.reports: dict[str, bytes] = {}
-        self.state: dict[str, t.Any] = {}
+        #: How each API's process ended: set once every child has ended.
+        self.finished = Finished({}, {}, {})
 
 
 class Termination:
@@ -225,10 +222,11 @@ def run(
         statuses = {child.api: child.process.wait() for child in children}
         reports = {child.api: child.sent_reports() for child in children}
         os.close(alive_write)
+    finished = Finished(statuses, reports, merger.state)
     if stop is not None:
-        stop.statuses, stop.reports, stop.state = statuses, reports, merger.state
+        stop.finished = finished
         raise stop
-    return Finished(statuses, reports, merger.state)
+    return finished
 
 
 def spawn(python: Sequence[str], alive: int, inputs: Mapping[str, str], *, api: str,

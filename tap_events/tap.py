@@ -450,15 +450,14 @@ class TapEvents(sdk_internals.TerminationHook):
             if status:
                 self.record_failure(labels[api], f"its process ended with status {status} "
                                     "(its error is logged above)")
-        reports = [report for api, streams in apis.items() for report in child_reports(
-            api, streams, finished.reports.get(api, b""), finished.statuses[api])]
-        return reports, finished.state
+        return api_reports(apis, finished, finished.statuses), finished.state
 
     def end_stopped(self, stopped: parallel.Stopped, labels: dict[str, str]) -> t.NoReturn:
         """After SIGTERM/SIGINT in parallel mode: status 0 when every API's process ended
         cleanly and the last STATE reached stdout, else as `end_on_signal` says. A process
         the signal ended before it had set up its handler wrote nothing: not a failure."""
-        failed = {api: status for api, status in stopped.statuses.items()
+        finished = stopped.finished
+        failed = {api: status for api, status in finished.statuses.items()
                   if status not in (0, -stopped.signum)}
         if not stopped.complete:
             self.say_final_state_unwritten(stopped.signum, parallel.FINISH_SECONDS)
@@ -466,11 +465,17 @@ class TapEvents(sdk_internals.TerminationHook):
             self.logger.error("%s: ended with %s", stopped, ", ".join(
                 f"{labels[api]} status {status}" for api, status in failed.items()))
         apis = self.synced[0] if self.synced else {}
-        reports = [report for api, streams in apis.items() for report in child_reports(
-            api, streams, stopped.reports.get(api, b""), failed.get(api, 0))]
-        self.end_signalled(stopped.signum, reports,
-                           after=stopped.state if stopped.complete else None,
+        self.end_signalled(stopped.signum, api_reports(apis, finished, failed),
+                           after=finished.state if stopped.complete else None,
                            status=0 if stopped.complete and not failed else 128 + stopped.signum)
+
+
+def api_reports(apis: Mapping[str, set[str]], finished: parallel.Finished,
+                failed: Mapping[str, int]) -> list[StreamReport]:
+    """What each stream of `apis` did, as its API's process reported it (`failed`: the exit
+    status of each API process that failed)."""
+    return [report for api, streams in apis.items() for report in child_reports(
+        api, streams, finished.reports.get(api, b""), failed.get(api, 0))]
 
 
 class ChildLogFilter(logging.Filter):
